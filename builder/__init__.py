@@ -1,0 +1,1 @@
+"""golem-live: the engine that builds live images for GPU compute nodes."""

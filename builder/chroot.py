@@ -1,0 +1,53 @@
+"""Running commands inside a rootfs being built (chroot with the API filesystems)."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from contextlib import ExitStack
+from pathlib import Path
+
+from builder.mounts import mount, mounts_under, unmount
+from builder.runner import CommandResult, Runner
+
+CHROOT_ENV = {
+    "DEBIAN_FRONTEND": "noninteractive",
+    "DEBCONF_NONINTERACTIVE_SEEN": "true",
+    "LC_ALL": "C.UTF-8",
+    "LANG": "C.UTF-8",
+    "HOME": "/root",
+    "PATH": "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
+}
+
+# Refuses to start services while packages install: a daemon started in the
+# chroot would hold the mounts open and run on the build host.
+POLICY_RC_D = "#!/bin/sh\nexit 101\n"
+
+
+class Chroot:
+    """A rootfs with /proc, /sys, /dev, /dev/pts and /run mounted for the duration."""
+
+    def __init__(self, root: Path, runner: Runner, stack: ExitStack) -> None:
+        self.root = root
+        self.runner = runner
+        # Whatever happens inside (a killed debootstrap, a postinst that mounts),
+        # nothing stays mounted below the root once the stack unwinds.
+        stack.callback(self._unmount_everything)
+        mount(stack, runner, root / "proc", "-t", "proc", "proc")
+        mount(stack, runner, root / "sys", "-t", "sysfs", "sysfs")
+        mount(stack, runner, root / "dev", "--bind", "/dev")
+        mount(stack, runner, root / "dev" / "pts", "--bind", "/dev/pts")
+        mount(stack, runner, root / "run", "-t", "tmpfs", "-o", "mode=0755", "tmpfs")
+
+    def _unmount_everything(self) -> None:
+        for point in mounts_under(self.root):
+            if point != self.root.resolve():
+                unmount(self.runner, point)
+
+    def run(self, argv: Sequence[str], *, input: bytes | None = None,
+            env: Mapping[str, str] | None = None, capture: bool = False,
+            check: bool = True) -> CommandResult:
+        full_env = dict(CHROOT_ENV)
+        if env:
+            full_env.update(env)
+        return self.runner.run(["chroot", str(self.root), *argv], input=input, env=full_env,
+                               capture=capture, check=check)

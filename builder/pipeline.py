@@ -1,0 +1,204 @@
+"""The ordered list of stages, the plan computed before anything runs, and its execution."""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Callable, Sequence
+from contextlib import ExitStack
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from builder.cache import Manifest, StageCache, make_manifest
+from builder.config import BuildConfig
+from builder.errors import BuildError
+from builder.runner import Runner, SubprocessRunner
+from builder.stage import Stage, StageContext
+
+
+def default_stages(config: BuildConfig) -> list[Stage]:
+    """The stage list for a profile, in build order."""
+    from stages.bootloader import BootloaderStage
+    from stages.bootstrap import BootstrapStage
+    from stages.iso import IsoStage
+    from stages.overlay import OverlayStage
+    from stages.packages import PackagesStage
+    from stages.squashfs import SquashfsStage
+    from stages.usb import UsbImageStage
+
+    stages: list[Stage] = [BootstrapStage()]
+    if config.profile.golem.packages:
+        from stages.repository import RepositoryStage
+
+        stages.append(RepositoryStage())
+    stages += [PackagesStage(), OverlayStage(), SquashfsStage(), BootloaderStage(),
+               IsoStage(), UsbImageStage()]
+    return stages
+
+
+@dataclass(frozen=True)
+class PlannedStage:
+    stage: Stage
+    manifest: Manifest
+    cache: StageCache
+    cached: bool
+    will_run: bool
+    changes: tuple[str, ...]
+
+    @property
+    def key(self) -> str:
+        return self.manifest.key()
+
+
+@dataclass
+class Plan:
+    config: BuildConfig
+    steps: list[PlannedStage] = field(default_factory=list)
+
+    def step(self, name: str) -> PlannedStage:
+        for step in self.steps:
+            if step.stage.name == name:
+                return step
+        raise KeyError(name)
+
+
+def cache_root(config: BuildConfig, stage: Stage) -> Path:
+    # Final images live beside WORK_DIR's published files so publishing is a hard link.
+    return (config.work_dir / ".cache") if stage.final else (config.tmp_dir / "cache")
+
+
+def _closure(stages: Sequence[Stage], names: set[str], downward: bool) -> set[str]:
+    """`names` plus everything they depend on (downward) or that depends on them."""
+    result = set(names)
+    changed = True
+    while changed:
+        changed = False
+        for stage in stages:
+            if downward and stage.name in result:
+                new = set(stage.depends) - result
+            elif not downward and set(stage.depends) & result and stage.name not in result:
+                new = {stage.name}
+            else:
+                new = set()
+            if new:
+                result |= new
+                changed = True
+    return result
+
+
+def make_plan(config: BuildConfig, stages: Sequence[Stage], until: str | None = None,
+              force: Sequence[str] = ()) -> Plan:
+    names = [s.name for s in stages]
+    for name in [until, *force]:
+        if name is not None and name not in names:
+            raise BuildError(f"unknown stage {name!r}", f"stages are: {', '.join(names)}")
+    wanted = _closure(stages, {until}, downward=True) if until else set(names)
+    forced = _closure(stages, set(force), downward=False)
+    plan = Plan(config)
+    keys: dict[str, str] = {}
+    for stage in stages:
+        missing = [d for d in stage.depends if d not in keys and d in names]
+        if missing:
+            raise BuildError(f"stage {stage.name} depends on {missing[0]}, which comes later",
+                             "fix the stage order")
+        try:
+            values = {k: config.value(k) for k in stage.config_keys}
+        except KeyError as err:
+            raise BuildError(f"stage {stage.name} reads {err}", "fix its config_keys") from None
+        manifest = make_manifest(stage.name, stage.version, values,
+                                 stage.input_files(config),
+                                 {d: keys[d] for d in stage.depends if d in keys},
+                                 config.project_root)
+        keys[stage.name] = manifest.key()
+        cache = StageCache(cache_root(config, stage), stage.name)
+        cached = cache.has(manifest.key())
+        changes = () if cached else tuple(manifest.changes_since(cache.last_manifest()))
+        will_run = stage.name in wanted and (not cached or stage.name in forced)
+        plan.steps.append(PlannedStage(stage, manifest, cache, cached, will_run, changes))
+    plan.steps = [s for s in plan.steps if s.stage.name in wanted]
+    return plan
+
+
+Progress = Callable[[str], None]
+RunnerFactory = Callable[[Path, Progress], Runner]
+
+
+def _default_runner(log_path: Path, progress: Progress) -> Runner:
+    return SubprocessRunner(log_path, echo=lambda line: progress(f"  $ {line[:110]}"))
+
+
+def execute(plan: Plan, progress: Progress,
+            runner_factory: RunnerFactory = _default_runner) -> list[Path]:
+    """Run the stages that need it; return the published files."""
+    config = plan.config
+    log_dir = config.tmp_dir / "logs"
+    log_dir.mkdir(parents=True, exist_ok=True)
+    outputs: dict[str, Path] = {}
+    for step in plan.steps:
+        step.cache.sweep_temps()
+        name = step.stage.name
+        if not step.will_run:
+            progress(f"[{name}] cached ({step.key[:12]})")
+            step.cache.mark_used(step.manifest)
+            outputs[name] = step.cache.entry(step.key)
+            continue
+        log_path = log_dir / f"{name}.log"
+        log_path.write_text(f"# stage {name} key {step.key}\n")
+        started = time.monotonic()
+        reason = ", ".join(step.changes[:4]) if step.changes else "forced"
+        progress(f"[{name}] running ({reason}); log: {log_path}")
+
+        def stage_progress(message: str, _name: str = name, _t0: float = started) -> None:
+            progress(f"[{_name} {time.monotonic() - _t0:6.1f}s] {message}")
+
+        temp = step.cache.new_temp()
+        try:
+            with ExitStack() as stack:
+                ctx = StageContext(
+                    config=config, output=temp,
+                    inputs={d: outputs[d] for d in step.stage.depends if d in outputs},
+                    runner=runner_factory(log_path, stage_progress),
+                    stack=stack, log_path=log_path, progress=stage_progress)
+                step.stage.run(ctx)
+            outputs[name] = step.cache.commit(temp, step.manifest)
+        except BuildError as err:
+            _discard(step.cache, temp)
+            if err.log_path is None:
+                err.log_path = log_path
+            raise BuildError(f"stage {name} failed: {err.problem}", err.fix,
+                             err.log_path) from None
+        except BaseException:
+            _discard(step.cache, temp)
+            raise
+        progress(f"[{name}] done in {time.monotonic() - started:.1f}s")
+    return publish(plan, outputs)
+
+
+def _discard(cache: StageCache, temp: Path) -> None:
+    # The stack has unwound (mounts gone); a failure here must not hide the first error.
+    # A temp dir is never read by a lookup, so leaving one behind is safe.
+    try:
+        cache.sweep_temps()
+    except BuildError:
+        pass
+
+
+def publish(plan: Plan, outputs: dict[str, Path]) -> list[Path]:
+    """Hard-link final stages' files into WORK_DIR (same filesystem as their cache)."""
+    published: list[Path] = []
+    work_dir = plan.config.work_dir
+    for step in plan.steps:
+        if not step.stage.final or step.stage.name not in outputs:
+            continue
+        for name in step.stage.published(plan.config):
+            source = outputs[step.stage.name] / name
+            target = work_dir / name
+            if target.exists() and os.path.samefile(source, target):
+                published.append(target)
+                continue
+            temp = work_dir / f".{name}.tmp"
+            temp.unlink(missing_ok=True)
+            os.link(source, temp)
+            os.replace(temp, target)
+            published.append(target)
+    return published

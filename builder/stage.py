@@ -1,0 +1,52 @@
+"""What a stage is: a name, a version, the config keys and input files it reads
+(its cache key) and a `run` that writes only into its own output directory.
+
+Stages never import each other; they see their dependencies' outputs only as
+directories in `StageContext.inputs`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from contextlib import ExitStack
+from dataclasses import dataclass
+from pathlib import Path
+from typing import ClassVar
+
+from builder.config import BuildConfig
+from builder.runner import Runner
+
+
+@dataclass(frozen=True)
+class StageContext:
+    config: BuildConfig
+    output: Path  # a fresh temp dir; renamed into the cache on success
+    inputs: Mapping[str, Path]  # dependency stage name -> its committed output dir
+    runner: Runner
+    stack: ExitStack  # register every mount, loop device and temp dir here
+    log_path: Path
+    progress: Callable[[str], None]
+
+
+class Stage:
+    """Base class. Subclasses set the class attributes and implement run()."""
+
+    name: ClassVar[str]
+    version: ClassVar[int] = 1
+    depends: ClassVar[tuple[str, ...]] = ()
+    # Dotted paths into BuildConfig.as_dict(): e.g. "profile.suite", "version".
+    config_keys: ClassVar[tuple[str, ...]] = ()
+    # Final stages keep their entries under WORK_DIR and publish files there.
+    final: ClassVar[bool] = False
+    description: ClassVar[str] = ""
+
+    def input_files(self, config: BuildConfig) -> list[Path]:
+        """Absolute paths of every file run() reads besides dependency outputs."""
+        return []
+
+    def run(self, ctx: StageContext) -> None:
+        raise NotImplementedError
+
+    def published(self, config: BuildConfig) -> list[str]:
+        """For final stages: names of files in the output dir exposed in WORK_DIR."""
+        return []

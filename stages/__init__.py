@@ -1,0 +1,1 @@
+"""Pipeline stages, one module each. Stages never import each other."""
