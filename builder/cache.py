@@ -188,6 +188,3 @@ def remove_tree(path: Path) -> None:
     elif path.exists() or path.is_symlink():
         path.unlink()
 
-
-__all__ = ["Manifest", "StageCache", "make_manifest", "canonical_json", "file_digest",
-           "remove_tree", "shutil"]

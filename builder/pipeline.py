@@ -19,12 +19,13 @@ from builder.stage import Stage, StageContext
 def default_stages(config: BuildConfig) -> list[Stage]:
     """The stage list for a profile, in build order."""
     from stages.bootloader import BootloaderStage
-    from stages.bootstrap import BootstrapStage
     from stages.iso import IsoStage
+    from stages.usb import UsbImageStage
+
+    from stages.bootstrap import BootstrapStage
     from stages.overlay import OverlayStage
     from stages.packages import PackagesStage
     from stages.squashfs import SquashfsStage
-    from stages.usb import UsbImageStage
 
     stages: list[Stage] = [BootstrapStage()]
     if config.profile.golem.packages:

@@ -39,10 +39,15 @@ class Stage:
     # Final stages keep their entries under WORK_DIR and publish files there.
     final: ClassVar[bool] = False
     description: ClassVar[str] = ""
+    # Host programs run() needs; checked before anything runs.
+    tools: ClassVar[tuple[str, ...]] = ()
 
     def input_files(self, config: BuildConfig) -> list[Path]:
         """Absolute paths of every file run() reads besides dependency outputs."""
         return []
+
+    def preflight(self, config: BuildConfig) -> None:
+        """Raise BuildError when a source the stage needs cannot be reached."""
 
     def run(self, ctx: StageContext) -> None:
         raise NotImplementedError

@@ -2,17 +2,23 @@
 
 from __future__ import annotations
 
+from builder.config import BuildConfig
 from builder.mounts import mounts_under, unmount
+from builder.preflight import check_debian_mirror
 from builder.stage import Stage, StageContext
 
 
 class BootstrapStage(Stage):
     name = "bootstrap"
     version = 1
+    tools = ("debootstrap",)
     description = "debootstrap a minimal Debian system"
     config_keys = ("profile.debian.suite", "profile.debian.mirror",
                    "profile.debian.variant", "profile.debian.arch",
                    "profile.debian.components")
+
+    def preflight(self, config: BuildConfig) -> None:
+        check_debian_mirror(config.profile.debian.mirror, config.profile.debian.suite)
 
     def run(self, ctx: StageContext) -> None:
         debian = ctx.config.profile.debian

@@ -23,7 +23,8 @@ from builder.stage import Stage, StageContext
 OVERLAY_DIR = Path("rootfs") / "overlay"
 WIZARD_DIR = Path("rootfs") / "wizard" / "golemwz"
 WIZARD_TARGET = PurePosixPath("usr/lib/python3/dist-packages/golemwz")
-WIZARD_LAUNCHER = "#!/usr/bin/python3\nimport sys\n\nfrom golemwz.cli import main\n\nsys.exit(main())\n"
+WIZARD_LAUNCHER = (
+    "#!/usr/bin/python3\nimport sys\n\nfrom golemwz.cli import main\n\nsys.exit(main())\n")
 UNIT_DIRS = ("etc/systemd/system", "usr/lib/systemd/system", "lib/systemd/system")
 
 
@@ -118,6 +119,7 @@ def wanted_by(unit_text: str) -> list[str]:
 class OverlayStage(Stage):
     name = "overlay"
     version = 1
+    tools = ("cp",)
     description = "render the overlay templates, install the wizard, enable services"
     depends = ("packages",)
     config_keys = ("profile.overlays", "profile.services", "profile.hostname", "profile.user",

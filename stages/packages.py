@@ -11,6 +11,8 @@ from contextlib import ExitStack
 from pathlib import Path
 
 from builder.chroot import POLICY_RC_D, Chroot
+from builder.config import BuildConfig
+from builder.preflight import check_debian_mirror
 from builder.stage import Stage, StageContext
 
 SOURCES_FILE = "etc/apt/sources.list.d/debian.sources"
@@ -56,10 +58,14 @@ def remove_build_secrets(root: Path) -> None:
 class PackagesStage(Stage):
     name = "packages"
     version = 1
+    tools = ("chroot", "mount", "umount", "cp")
     description = "install the profile's packages in a chroot"
     depends = ("bootstrap",)
     config_keys = ("profile.debian", "profile.packages", "profile.preseed",
                    "profile.user", "profile.user_groups")
+
+    def preflight(self, config: BuildConfig) -> None:
+        check_debian_mirror(config.profile.debian.mirror, config.profile.debian.suite)
 
     def run(self, ctx: StageContext) -> None:
         profile = ctx.config.profile
@@ -69,6 +75,7 @@ class PackagesStage(Stage):
         copy_tree(ctx, ctx.inputs["bootstrap"] / "rootfs", root)
 
         (root / "etc/apt/sources.list").unlink(missing_ok=True)
+        (root / SOURCES_FILE).parent.mkdir(parents=True, exist_ok=True)
         (root / SOURCES_FILE).write_text(debian_sources(
             debian.suite, debian.mirror, debian.security_mirror, debian.components))
         policy = root / "usr/sbin/policy-rc.d"

@@ -33,6 +33,7 @@ def kernel_and_initrd(root: Path) -> tuple[Path, Path]:
 class SquashfsStage(Stage):
     name = "squashfs"
     version = 1
+    tools = ("mksquashfs",)
     description = "compress the rootfs (zstd) and extract kernel and initrd"
     depends = ("overlay",)
 

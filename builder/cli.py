@@ -1,0 +1,168 @@
+"""golem-live: build, plan, clean and boot live images."""
+
+from __future__ import annotations
+
+import signal
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from types import FrameType
+from typing import Any
+
+import click
+
+from builder.config import BuildConfig, make_config, profile_names
+from builder.errors import BuildError
+from builder.mounts import safe_rmtree, sweep
+from builder.pipeline import Plan, default_stages, execute, make_plan
+from builder.preflight import check_root, check_tools
+from builder.runner import SubprocessRunner
+
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+DEFAULT_TMP_DIR = Path("/var/tmp/golem-gpu-live")
+DEFAULT_WORK_DIR = PROJECT_ROOT / "work"
+
+
+def _raise_interrupt(signum: int, frame: FrameType | None) -> None:
+    raise KeyboardInterrupt(f"signal {signum}")
+
+
+def _progress_printer() -> Callable[[str], None]:
+    started = time.monotonic()
+
+    def show(message: str) -> None:
+        click.echo(f"{time.monotonic() - started:7.1f}s {message}", err=True)
+
+    return show
+
+
+def build_options(func: Callable[..., Any]) -> Callable[..., Any]:
+    options = [
+        click.option("--profile", "-p", default="golem-provider", show_default=True,
+                     help="Profile under rootfs/profiles/."),
+        click.option("--version", "image_version", default="dev", show_default=True,
+                     help="Version in the image file names."),
+        click.option("--tmp-dir", type=click.Path(path_type=Path), default=DEFAULT_TMP_DIR,
+                     show_default=True, help="Intermediate stage cache (TMP_DIR)."),
+        click.option("--work-dir", type=click.Path(path_type=Path), default=DEFAULT_WORK_DIR,
+                     show_default=True, help="Final images (WORK_DIR)."),
+        click.option("--local-debs", type=click.Path(path_type=Path), default=None,
+                     help="Directory of .deb files standing in for GOLEM's sources."),
+        click.option("--project-root", type=click.Path(path_type=Path), default=PROJECT_ROOT,
+                     hidden=True),
+    ]
+    for option in reversed(options):
+        func = option(func)
+    return func
+
+
+def _config(profile: str, image_version: str, tmp_dir: Path, work_dir: Path,
+            local_debs: Path | None, project_root: Path) -> BuildConfig:
+    return make_config(project_root, profile, image_version, tmp_dir, work_dir, local_debs)
+
+
+def _plan(config: BuildConfig, until: str | None = None, force: tuple[str, ...] = ()) -> Plan:
+    return make_plan(config, default_stages(config), until=until, force=force)
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+def main() -> None:
+    """Build bootable live images (hybrid ISO and GPT USB image) for GPU compute nodes."""
+
+
+@main.command()
+@build_options
+@click.option("--until", default=None, help="Stop after this stage.")
+@click.option("--force", multiple=True, help="Rebuild this stage (and what follows) anyway.")
+def build(until: str | None, force: tuple[str, ...], **kwargs: Any) -> None:
+    """Run the stages that are not cached and publish the images into WORK_DIR."""
+    config = _config(**kwargs)
+    plan = _plan(config, until, force)
+    to_run = [s for s in plan.steps if s.will_run]
+    if to_run:
+        check_root(True)
+        check_tools(t for s in to_run for t in s.stage.tools)
+        for step in to_run:
+            step.stage.preflight(config)
+    config.work_dir.mkdir(parents=True, exist_ok=True)
+    started = time.monotonic()
+    published = execute(plan, _progress_printer())
+    for path in published:
+        click.echo(f"{path} ({path.stat().st_size / 2**20:.0f} MiB)")
+    click.echo(f"build finished in {time.monotonic() - started:.1f}s: "
+               f"{len(to_run)} of {len(plan.steps)} stages ran", err=True)
+
+
+@main.command()
+@build_options
+@click.option("--until", default=None, help="Plan only up to this stage.")
+@click.option("--force", multiple=True, help="Plan as if this stage were forced.")
+def plan(until: str | None, force: tuple[str, ...], **kwargs: Any) -> None:
+    """Show every stage in order with its cache key, and what changed for a miss."""
+    config = _config(**kwargs)
+    for step in _plan(config, until, force).steps:
+        status = "will run" if step.will_run else "cached"
+        click.echo(f"{step.stage.name:<12} {step.key[:16]}  {status}")
+        if step.will_run:
+            for change in step.changes or ("forced",):
+                click.echo(f"{'':<12}   - {change}")
+
+
+@main.command()
+@click.option("--tmp-dir", type=click.Path(path_type=Path), default=DEFAULT_TMP_DIR,
+              show_default=True)
+@click.option("--work-dir", type=click.Path(path_type=Path), default=DEFAULT_WORK_DIR,
+              show_default=True)
+@click.option("--sweep", "sweep_only", is_flag=True,
+              help="Only unmount and detach what a killed build left behind.")
+def clean(tmp_dir: Path, work_dir: Path, sweep_only: bool) -> None:
+    """Remove the stage cache and images (always unmounting leftovers first)."""
+    runner = SubprocessRunner(tmp_dir / "logs" / "clean.log") if tmp_dir.exists() else \
+        SubprocessRunner(Path("/dev/null"))
+    for line in sweep([tmp_dir, work_dir], runner):
+        click.echo(line)
+    if sweep_only:
+        click.echo("nothing left mounted or attached under TMP_DIR and WORK_DIR")
+        return
+    for path in (tmp_dir, work_dir / ".cache"):
+        if path.exists():
+            safe_rmtree(path)
+            click.echo(f"removed {path}")
+    if work_dir.exists():
+        for image in [*work_dir.glob("golem-gpu-live-*.img"),
+                      *work_dir.glob("golem-gpu-live-*.iso")]:
+            image.unlink()
+            click.echo(f"removed {image}")
+
+
+@main.command("profiles")
+def list_profiles() -> None:
+    """List the profiles."""
+    for name in profile_names(PROJECT_ROOT):
+        click.echo(name)
+
+
+def run() -> int:
+    """Entry point: one line for a user error, cleanup on Ctrl-C and SIGTERM."""
+    signal.signal(signal.SIGTERM, _raise_interrupt)
+    try:
+        main.main(standalone_mode=False)
+    except BuildError as err:
+        click.echo(f"error: {err.line()}", err=True)
+        return 2
+    except click.exceptions.Abort:
+        click.echo("interrupted; nothing was left mounted", err=True)
+        return 130
+    except KeyboardInterrupt:
+        click.echo("interrupted; nothing was left mounted and no partial cache entry kept",
+                   err=True)
+        return 130
+    except click.ClickException as err:
+        err.show()
+        return err.exit_code
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(run())

@@ -1,0 +1,182 @@
+"""Cache keys, the plan and its execution, with small fake stages (no root needed)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import ClassVar
+
+import pytest
+
+from builder.config import BuildConfig, make_config
+from builder.errors import BuildError
+from builder.mounts import mount
+from builder.pipeline import execute, make_plan
+from builder.runner import RecordingRunner
+from builder.stage import Stage, StageContext
+
+
+class Recorder:
+    def __init__(self) -> None:
+        self.ran: list[str] = []
+
+
+class FakeStage(Stage):
+    fail_with: ClassVar[BaseException | None] = None
+
+    def __init__(self, recorder: Recorder, input_name: str | None = None) -> None:
+        self.recorder = recorder
+        self.input_name = input_name
+
+    def input_files(self, config: BuildConfig) -> list[Path]:
+        return [config.project_root / self.input_name] if self.input_name else []
+
+    def run(self, ctx: StageContext) -> None:
+        self.recorder.ran.append(self.name)
+        previous = "".join((p / "out.txt").read_text() for p in ctx.inputs.values())
+        (ctx.output / "out.txt").write_text(previous + self.name + "\n")
+        if self.fail_with is not None:
+            mount(ctx.stack, ctx.runner, ctx.output / "mnt", "--bind", "/nowhere")
+            raise self.fail_with
+
+
+class First(FakeStage):
+    name = "first"
+    config_keys = ("profile.debian.suite",)
+
+
+class Second(FakeStage):
+    name = "second"
+    depends = ("first",)
+    config_keys = ("profile.packages",)
+
+
+class Third(FakeStage):
+    name = "third"
+    depends = ("second",)
+
+
+class Final(FakeStage):
+    name = "final"
+    depends = ("third",)
+    final = True
+
+    def published(self, config: BuildConfig) -> list[str]:
+        return ["out.txt"]
+
+
+def stages(recorder: Recorder) -> list[Stage]:
+    return [First(recorder), Second(recorder), Third(recorder, "rootfs/overlay/common/etc/motd.j2"),
+            Final(recorder)]
+
+
+@pytest.fixture
+def config(fake_project: Path, tmp_path: Path) -> BuildConfig:
+    return make_config(fake_project, "gpu-node", "1.0", tmp_path / "tmp", tmp_path / "work")
+
+
+def run(config: BuildConfig, recorder: Recorder, **kwargs: object) -> RecordingRunner:
+    runner = RecordingRunner()
+    plan = make_plan(config, stages(recorder), **kwargs)  # type: ignore[arg-type]
+    execute(plan, lambda message: None, lambda log, progress: runner)
+    return runner
+
+
+def test_cold_build_runs_everything_and_publishes(config: BuildConfig) -> None:
+    recorder = Recorder()
+    run(config, recorder)
+    assert recorder.ran == ["first", "second", "third", "final"]
+    published = config.work_dir / "out.txt"
+    assert published.read_text() == "first\nsecond\nthird\nfinal\n"
+
+
+def test_second_build_runs_nothing(config: BuildConfig) -> None:
+    run(config, Recorder())
+    recorder = Recorder()
+    plan = make_plan(config, stages(recorder))
+    assert [s.will_run for s in plan.steps] == [False] * 4
+    run(config, recorder)
+    assert recorder.ran == []
+
+
+def test_editing_an_input_file_reruns_from_that_stage(config: BuildConfig) -> None:
+    run(config, Recorder())
+    motd = config.project_root / "rootfs/overlay/common/etc/motd.j2"
+    motd.write_text(motd.read_text() + "changed\n")
+    recorder = Recorder()
+    plan = make_plan(config, stages(recorder))
+    assert plan.step("third").changes == ("file changed rootfs/overlay/common/etc/motd.j2",)
+    assert plan.step("final").changes == ("input stage third changed",)
+    run(config, recorder)
+    assert recorder.ran == ["third", "final"]
+
+
+def test_changing_a_config_value_reruns_its_readers_and_says_which(fake_project: Path,
+                                                                   config: BuildConfig) -> None:
+    run(config, Recorder())
+    profile = fake_project / "rootfs/profiles/gpu-node.toml"
+    profile.write_text(profile.read_text().replace('suite = "trixie"', 'suite = "bookworm"'))
+    changed = make_config(fake_project, "gpu-node", "1.0", config.tmp_dir, config.work_dir)
+    recorder = Recorder()
+    plan = make_plan(changed, stages(recorder))
+    assert plan.step("first").changes == ("config profile.debian.suite",)
+    run(changed, recorder)
+    assert recorder.ran == ["first", "second", "third", "final"]
+
+
+def test_until_stops_and_force_reruns_dependents(config: BuildConfig) -> None:
+    recorder = Recorder()
+    run(config, recorder, until="second")
+    assert recorder.ran == ["first", "second"]
+    assert not (config.work_dir / "out.txt").exists()
+    run(config, Recorder())
+    recorder = Recorder()
+    run(config, recorder, force=("second",))
+    assert recorder.ran == ["second", "third", "final"]
+
+
+def test_unknown_stage_name_is_a_clear_error(config: BuildConfig) -> None:
+    with pytest.raises(BuildError, match="unknown stage 'nope'.*first, second"):
+        make_plan(config, stages(Recorder()), until="nope")
+
+
+@pytest.mark.parametrize("failure", [KeyboardInterrupt(), BuildError("boom", "fix it")])
+def test_failed_or_interrupted_stage_leaves_no_entry_and_unmounts(
+        config: BuildConfig, failure: BaseException) -> None:
+    recorder = Recorder()
+    Second.fail_with = failure
+    try:
+        with pytest.raises(type(failure)):
+            runner = run(config, recorder)
+    finally:
+        Second.fail_with = None
+    second_cache = config.tmp_dir / "cache" / "second"
+    assert [p.name for p in second_cache.iterdir() if not p.name.startswith(".tmp")] == []
+    assert not any(p.name.startswith(".tmp-") for p in second_cache.iterdir())
+    # The next build reuses "first" and completes.
+    recorder = Recorder()
+    runner = run(config, recorder)
+    assert recorder.ran == ["second", "third", "final"]
+    assert runner.calls == []
+
+
+def test_mount_is_undone_when_the_stage_fails(config: BuildConfig) -> None:
+    runner = RecordingRunner()
+    Second.fail_with = BuildError("boom")
+    try:
+        plan = make_plan(config, stages(Recorder()))
+        with pytest.raises(BuildError, match="stage second failed: boom"):
+            execute(plan, lambda message: None, lambda log, progress: runner)
+    finally:
+        Second.fail_with = None
+    programs = [argv[0] for argv in runner.argvs]
+    assert programs == ["mount", "umount"]
+    assert runner.argvs[1][1].endswith("/mnt")
+
+
+def test_manifest_lives_beside_each_entry(config: BuildConfig) -> None:
+    run(config, Recorder())
+    plan = make_plan(config, stages(Recorder()))
+    step = plan.step("first")
+    manifest = (step.cache.dir / f"{step.key}.json").read_text()
+    assert '"profile.debian.suite": "trixie"' in manifest
+    assert step.cache.entry(step.key).is_dir()
