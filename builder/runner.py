@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import signal
 import subprocess
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -92,6 +93,9 @@ class SubprocessRunner:
                 stderr=subprocess.STDOUT if not capture else subprocess.PIPE,
                 env=full_env,
                 cwd=cwd,
+                # Its own process group, so an interrupt can stop everything it
+                # started (apt's dpkg, debootstrap's children), not just the leader.
+                start_new_session=True,
             )
             out_chunks: list[bytes] = []
             err_tail = b""
@@ -111,9 +115,9 @@ class SubprocessRunner:
                         err_tail = (err_tail + line)[-4000:]
                     proc.wait()
             except BaseException:
-                # Interrupted: do not leave the child running behind us.
-                proc.kill()
-                proc.wait()
+                # Interrupted: leave nothing running that still writes into the tree.
+                _stop_group(proc)
+                log.write("# interrupted\n")
                 raise
             stdout = b"".join(out_chunks).decode(errors="replace")
             log.write(f"# exit {proc.returncode} after {time.monotonic() - started:.1f}s\n")
@@ -121,6 +125,26 @@ class SubprocessRunner:
             raise CommandFailed(list(args), proc.returncode,
                                 err_tail.decode(errors="replace"), self.log_path)
         return CommandResult(args, proc.returncode, stdout)
+
+
+def _stop_group(proc: subprocess.Popen[bytes]) -> None:
+    for sig, grace in ((signal.SIGTERM, 10.0), (signal.SIGKILL, 10.0)):
+        try:
+            os.killpg(proc.pid, sig)
+        except ProcessLookupError:
+            return
+        try:
+            proc.wait(timeout=grace)
+        except subprocess.TimeoutExpired:
+            continue
+        # The leader is gone; give the rest of its group the same grace.
+        deadline = time.monotonic() + grace
+        while time.monotonic() < deadline:
+            try:
+                os.killpg(proc.pid, 0)
+            except ProcessLookupError:
+                return
+            time.sleep(0.1)
 
 
 @dataclass
