@@ -17,6 +17,7 @@ from builder.errors import BuildError
 from builder.mounts import safe_rmtree, sweep
 from builder.pipeline import Plan, default_stages, execute, make_plan
 from builder.preflight import check_root, check_tools
+from builder.repo.github import GitHubSettings
 from builder.runner import SubprocessRunner
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
@@ -49,6 +50,8 @@ def build_options(func: Callable[..., Any]) -> Callable[..., Any]:
                      show_default=True, help="Final images (WORK_DIR)."),
         click.option("--local-debs", type=click.Path(path_type=Path), default=None,
                      help="Directory of .deb files standing in for GOLEM's sources."),
+        click.option("--github-api", default=None, metavar="URL",
+                     help="GitHub API base for GOLEM's releases (a mirror or a test server)."),
         click.option("--project-root", type=click.Path(path_type=Path), default=PROJECT_ROOT,
                      hidden=True),
     ]
@@ -58,12 +61,14 @@ def build_options(func: Callable[..., Any]) -> Callable[..., Any]:
 
 
 def _config(profile: str, image_version: str, tmp_dir: Path, work_dir: Path,
-            local_debs: Path | None, project_root: Path) -> BuildConfig:
+            local_debs: Path | None, project_root: Path, github_api: str | None) -> BuildConfig:
     return make_config(project_root, profile, image_version, tmp_dir, work_dir, local_debs)
 
 
-def _plan(config: BuildConfig, until: str | None = None, force: tuple[str, ...] = ()) -> Plan:
-    return make_plan(config, default_stages(config), until=until, force=force)
+def _plan(github_api: str | None, config: BuildConfig, until: str | None = None,
+          force: tuple[str, ...] = ()) -> Plan:
+    github = GitHubSettings(api_url=github_api) if github_api else None
+    return make_plan(config, default_stages(config, github), until=until, force=force)
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -78,7 +83,7 @@ def main() -> None:
 def build(until: str | None, force: tuple[str, ...], **kwargs: Any) -> None:
     """Run the stages that are not cached and publish the images into WORK_DIR."""
     config = _config(**kwargs)
-    plan = _plan(config, until, force)
+    plan = _plan(kwargs["github_api"], config, until, force)
     to_run = [s for s in plan.steps if s.will_run]
     if to_run:
         check_root(True)
@@ -101,7 +106,7 @@ def build(until: str | None, force: tuple[str, ...], **kwargs: Any) -> None:
 def plan(until: str | None, force: tuple[str, ...], **kwargs: Any) -> None:
     """Show every stage in order with its cache key, and what changed for a miss."""
     config = _config(**kwargs)
-    for step in _plan(config, until, force).steps:
+    for step in _plan(kwargs["github_api"], config, until, force).steps:
         status = "will run" if step.will_run else "cached"
         click.echo(f"{step.stage.name:<12} {step.key[:16]}  {status}")
         if step.will_run:

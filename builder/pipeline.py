@@ -12,12 +12,14 @@ from pathlib import Path
 from builder.cache import Manifest, StageCache, make_manifest
 from builder.config import BuildConfig
 from builder.errors import BuildError
+from builder.repo.github import GitHubSettings
 from builder.runner import Runner, SubprocessRunner
 from builder.stage import Stage, StageContext
 
 
-def default_stages(config: BuildConfig) -> list[Stage]:
-    """The stage list for a profile, in build order."""
+def default_stages(config: BuildConfig, github: GitHubSettings | None = None) -> list[Stage]:
+    """The stage list for a profile, in build order. `github` points GOLEM's
+    release downloads elsewhere (a mirror, or a test's fake server)."""
     from stages.bootloader import BootloaderStage
     from stages.iso import IsoStage
     from stages.usb import UsbImageStage
@@ -27,13 +29,14 @@ def default_stages(config: BuildConfig) -> list[Stage]:
     from stages.packages import PackagesStage
     from stages.squashfs import SquashfsStage
 
+    with_repository = bool(config.profile.golem.packages)
     stages: list[Stage] = [BootstrapStage()]
-    if config.profile.golem.packages:
+    if with_repository:
         from stages.repository import RepositoryStage
 
-        stages.append(RepositoryStage())
-    stages += [PackagesStage(), OverlayStage(), SquashfsStage(), BootloaderStage(),
-               IsoStage(), UsbImageStage()]
+        stages.append(RepositoryStage(github=github))
+    stages += [PackagesStage(with_repository), OverlayStage(), SquashfsStage(),
+               BootloaderStage(), IsoStage(), UsbImageStage()]
     return stages
 
 

@@ -33,7 +33,8 @@ class Stage:
 
     name: ClassVar[str]
     version: ClassVar[int] = 1
-    depends: ClassVar[tuple[str, ...]] = ()
+    # Not a ClassVar: a stage may take an extra input for some profiles.
+    depends: tuple[str, ...] = ()
     # Dotted paths into BuildConfig.as_dict(): e.g. "profile.suite", "version".
     config_keys: ClassVar[tuple[str, ...]] = ()
     # Final stages keep their entries under WORK_DIR and publish files there.

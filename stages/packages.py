@@ -16,6 +16,11 @@ from builder.preflight import check_debian_mirror
 from builder.stage import Stage, StageContext
 
 SOURCES_FILE = "etc/apt/sources.list.d/debian.sources"
+# Where the build's signed repository is visible inside the chroot while installing.
+BUILD_REPO_DIR = "var/lib/golem-live/build-repo"
+BUILD_REPO_SOURCES = "etc/apt/sources.list.d/golem-build.sources"
+# The key that signed the packages: the installed system trusts it for updates.
+IMAGE_KEYRING = "usr/share/keyrings/golem-gpu-live.gpg"
 
 
 def debian_sources(suite: str, mirror: str, security_mirror: str,
@@ -30,6 +35,12 @@ def debian_sources(suite: str, mirror: str, security_mirror: str,
                  f"Components: {comps}\n"
                  "Signed-By: /usr/share/keyrings/debian-archive-keyring.gpg\n")
     return text
+
+
+def build_repo_sources(codename: str) -> str:
+    # Signature checks stay on: the repository is signed even for a local build.
+    return (f"Types: deb\nURIs: file:/{BUILD_REPO_DIR}\nSuites: {codename}\n"
+            f"Components: main\nSigned-By: /{IMAGE_KEYRING}\n")
 
 
 def copy_tree(ctx: StageContext, source: Path, target: Path) -> None:
@@ -60,9 +71,14 @@ class PackagesStage(Stage):
     version = 1
     tools = ("chroot", "mount", "umount", "cp")
     description = "install the profile's packages in a chroot"
-    depends = ("bootstrap",)
+    depends: tuple[str, ...] = ("bootstrap",)
+
+    def __init__(self, with_repository: bool = False) -> None:
+        # golem-provider: GOLEM's packages come from the signed repository stage.
+        if with_repository:
+            self.depends = ("bootstrap", "repository")
     config_keys = ("profile.debian", "profile.packages", "profile.preseed",
-                   "profile.user", "profile.user_groups")
+                   "profile.user", "profile.user_groups", "profile.golem.packages")
 
     def preflight(self, config: BuildConfig) -> None:
         check_debian_mirror(config.profile.debian.mirror, config.profile.debian.suite)
@@ -95,6 +111,8 @@ class PackagesStage(Stage):
             ctx.progress(f"installing {len(profile.packages)} packages and their dependencies")
             chroot.run(["apt-get", "install", "--yes", "--no-install-recommends",
                         "-o", "Dpkg::Options::=--force-confold", *profile.packages])
+            if "repository" in ctx.inputs:
+                self._install_from_repository(ctx, chroot)
             ctx.progress(f"creating user {profile.user}")
             groups = ",".join(profile.user_groups)
             chroot.run(["useradd", "--create-home", "--shell", "/bin/bash",
@@ -105,6 +123,25 @@ class PackagesStage(Stage):
                                   "${Package}\t${Version}\n"], capture=True)
             chroot.run(["apt-get", "clean"])
 
+        shutil.rmtree(root / BUILD_REPO_DIR, ignore_errors=True)
+        (root / BUILD_REPO_SOURCES).unlink(missing_ok=True)
         (ctx.output / "packages.txt").write_text(listing.stdout)
         policy.unlink()
         remove_build_secrets(root)
+
+    @staticmethod
+    def _install_from_repository(ctx: StageContext, chroot: Chroot) -> None:
+        profile = ctx.config.profile
+        root = chroot.root
+        repository = ctx.inputs["repository"]
+        keyring = root / IMAGE_KEYRING
+        keyring.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(repository / "repo.gpg", keyring)
+        keyring.chmod(0o644)
+        (root / BUILD_REPO_DIR).parent.mkdir(parents=True, exist_ok=True)
+        ctx.runner.run(["cp", "-a", str(repository / "repo"), str(root / BUILD_REPO_DIR)])
+        (root / BUILD_REPO_SOURCES).write_text(build_repo_sources(profile.debian.suite))
+        ctx.progress("installing GOLEM's packages from the signed repository")
+        chroot.run(["apt-get", "update"])
+        chroot.run(["apt-get", "install", "--yes", "--no-install-recommends",
+                    "-o", "Dpkg::Options::=--force-confold", *profile.golem.packages])

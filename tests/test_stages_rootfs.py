@@ -203,3 +203,42 @@ def test_squashfs_finds_kernel_and_runs_mksquashfs(config: BuildConfig, tmp_path
     assert argv[argv.index("-comp") + 1] == "zstd"
     assert (out / "live/vmlinuz").read_text() == "kernel"
     assert (out / "live/initrd.img").read_text() == "initrd"
+
+
+def test_packages_installs_golem_packages_from_the_signed_repository(
+        fake_project: Path, tmp_path: Path) -> None:
+    config = make_config(fake_project, "golem-provider", "1.0", tmp_path / "t", tmp_path / "w")
+    repository = tmp_path / "repository"
+    (repository / "repo/dists").mkdir(parents=True)
+    (repository / "repo.gpg").write_bytes(b"KEYRING")
+    out = tmp_path / "out"
+    runner = RecordingRunner()
+    seen_sources: list[str] = []
+
+    def copy(argv: tuple[str, ...]) -> None:
+        if argv[-1].endswith("rootfs"):
+            fake_bootstrap(Path(argv[-1]))
+
+    def update(argv: tuple[str, ...]) -> None:
+        build_sources = out / "rootfs/etc/apt/sources.list.d/golem-build.sources"
+        if build_sources.exists():
+            seen_sources.append(build_sources.read_text())
+
+    runner.side_effects[("cp",)] = copy
+    runner.side_effects[("chroot", str(out / "rootfs"), "apt-get", "update")] = update
+    stage = PackagesStage(with_repository=True)
+    assert stage.depends == ("bootstrap", "repository")
+    with ExitStack() as stack:
+        stage.run(context(config, out, runner, stack, bootstrap=tmp_path / "b",
+                          repository=repository))
+    installs = [a for a in runner.argvs if a[2:4] == ("apt-get", "install")]
+    assert len(installs) == 2
+    assert {"golem-provider", "ya-runtime-vm-nvidia", "golemwz"} <= set(installs[1])
+    # apt checks signatures against the repository's key: never trusted=yes
+    assert seen_sources and "Signed-By: /usr/share/keyrings/golem-gpu-live.gpg" in seen_sources[0]
+    assert "trusted" not in seen_sources[0]
+    root = out / "rootfs"
+    assert (root / "usr/share/keyrings/golem-gpu-live.gpg").read_bytes() == b"KEYRING"
+    # the build-time repository and its source are gone from the image
+    assert not (root / "var/lib/golem-live/build-repo").exists()
+    assert not (root / "etc/apt/sources.list.d/golem-build.sources").exists()
