@@ -1,0 +1,263 @@
+"""The wizard's configuration: keys, validation, precedence and atomic saving.
+
+Three layers, highest first: command-line flags, the saved ~/.golemwz.toml, the
+first-boot golemwz.toml on the `Golem conf storage` partition. Every value is
+validated by the same function whatever its source, so a bad value gets the same
+message naming the key, the value and the fix.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import re
+import tempfile
+import tomllib
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, fields
+from decimal import Decimal, InvalidOperation
+from pathlib import Path
+from typing import Any, Literal
+
+import tomli_w
+
+from golemwz.errors import ConfigError
+from golemwz.pci import PciAddress
+
+AUTO: Literal["auto"] = "auto"
+GpuChoice = tuple[PciAddress, ...] | Literal["auto"]
+
+_ACCOUNT = re.compile(r"^0x[0-9a-fA-F]{40}$")
+_NODE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
+_PARTUUID = re.compile(r"^[0-9a-f]{8}(-[0-9a-f]+)+$")
+_ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+_SSH_KEY = re.compile(
+    r"^(ssh-(rsa|ed25519|dss)|ecdsa-sha2-nistp(256|384|521)|sk-[a-z0-9@.-]+)"
+    r" [A-Za-z0-9+/]+={0,3}( [^\n]*)?$"
+)
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Every configurable value; None means "not given by this layer"."""
+
+    accepted_terms: bool | None = None
+    storage_partition: str | None = None  # the PARTUUID of the chosen partition
+    glm_node_name: str | None = None
+    glm_account: str | None = None
+    glm_per_hour: Decimal | None = None
+    init_price: Decimal | None = None
+    gpu_pci_slot: GpuChoice | None = None
+    vfio_devices: tuple[PciAddress, ...] | None = None
+    ssh_keys: tuple[str, ...] | None = None
+    non_interactive_install: bool | None = None
+    env: tuple[tuple[str, str], ...] | None = None  # sorted (name, value) pairs
+
+    def merged_over(self, lower: Settings) -> Settings:
+        """This layer's values, falling back to `lower` where this one has none."""
+        changes: dict[str, Any] = {f.name: getattr(lower, f.name) for f in fields(self)
+                   if getattr(self, f.name) is None}
+        return dataclasses.replace(self, **changes)
+
+    def with_value(self, key: str, value: Any) -> Settings:
+        return dataclasses.replace(self, **{key: value})
+
+
+KEYS = tuple(f.name for f in fields(Settings))
+
+
+def _show(value: object) -> str:
+    text = repr(value)
+    return text if len(text) <= 80 else text[:77] + "..."
+
+
+def _bad(key: str, value: object, expected: str, fix: str) -> ConfigError:
+    return ConfigError(key, f"{key} = {_show(value)} is not {expected}", fix)
+
+
+def _boolean(key: str, value: object) -> bool:
+    if not isinstance(value, bool):
+        raise _bad(key, value, "true or false", f"write {key} = true or {key} = false")
+    return value
+
+
+def _price(key: str, value: object) -> Decimal:
+    fix = f'write a non-negative number, e.g. {key} = "0.25"'
+    if isinstance(value, bool) or not isinstance(value, str | int | float):
+        raise _bad(key, value, "a number", fix)
+    try:
+        price = Decimal(str(value).strip())
+    except InvalidOperation:
+        raise _bad(key, value, "a number", fix) from None
+    if not price.is_finite() or price < 0:
+        raise _bad(key, value, "a non-negative number", fix)
+    return price
+
+
+def _account(key: str, value: object) -> str:
+    if not isinstance(value, str) or not _ACCOUNT.match(value.strip()):
+        raise _bad(key, value, "an account (0x followed by 40 hex digits)",
+                   "copy the address of your wallet, e.g. 0x" + "0" * 40)
+    return value.strip()
+
+
+def _node_name(key: str, value: object) -> str:
+    if not isinstance(value, str) or not _NODE_NAME.match(value.strip()):
+        raise _bad(key, value, "a node name",
+                   "use up to 64 letters, digits, '.', '_' or '-', e.g. gpu-node-1")
+    return value.strip()
+
+
+def _partuuid(key: str, value: object) -> str:
+    if not isinstance(value, str) or not _PARTUUID.match(value.strip().lower()):
+        raise _bad(key, value, "a partition PARTUUID",
+                   "see `lsblk -o NAME,PARTUUID,PARTLABEL`, or remove the key to choose again")
+    return value.strip().lower()
+
+
+def _text_list(key: str, value: object, example: str) -> list[str]:
+    """A TOML list of strings, or one string with comma-separated items."""
+    if isinstance(value, str):
+        return [item.strip() for item in value.split(",") if item.strip()]
+    if isinstance(value, list) and all(isinstance(item, str) for item in value):
+        return [item.strip() for item in value]
+    raise _bad(key, value, "a list of strings", f"write {key} = {example}")
+
+
+def _addresses(key: str, value: object) -> tuple[PciAddress, ...]:
+    items = _text_list(key, value, '["0000:01:00.0"]')
+    try:
+        return tuple(sorted({PciAddress.parse(item) for item in items}))
+    except ValueError as error:
+        raise ConfigError(key, f"{key}: {error}",
+                          "list PCI addresses as shown by `golemwz gpus`") from None
+
+
+def _gpu_choice(key: str, value: object) -> GpuChoice:
+    items = _text_list(key, value, '["0000:01:00.0"] or "auto"')
+    if items == [AUTO]:
+        return AUTO
+    if not items:
+        raise _bad(key, value, "a GPU choice", 'list PCI addresses or write "auto"')
+    return _addresses(key, items)
+
+
+def _ssh_keys(key: str, value: object) -> tuple[str, ...]:
+    # One key may hold commas in its comment, so a lone string is one key, not a list.
+    keys = [value.strip()] if isinstance(value, str) else \
+        _text_list(key, value, '["ssh-ed25519 AAAA... you@laptop"]')
+    for public_key in keys:
+        if not _SSH_KEY.match(public_key):
+            raise _bad(key, public_key, "an SSH public key",
+                       "paste the one line of a .pub file, e.g. ssh-ed25519 AAAA... you@laptop")
+    return tuple(keys)
+
+
+def _env(key: str, value: object) -> tuple[tuple[str, str], ...]:
+    if not isinstance(value, Mapping):
+        raise _bad(key, value, "a table",
+                   'write [env] followed by lines like YA_NET_TYPE = "hybrid"')
+    pairs = []
+    for name, setting in value.items():
+        if not _ENV_NAME.match(name):
+            raise _bad(f"env.{name}", name, "a variable name", "use letters, digits and '_'")
+        if not isinstance(setting, str) or "\n" in setting:
+            raise _bad(f"env.{name}", setting, "a one-line string",
+                       f'quote the value: {name} = "{setting}"')
+        pairs.append((name, setting))
+    return tuple(sorted(pairs))
+
+
+VALIDATORS: dict[str, Callable[[str, object], Any]] = {
+    "accepted_terms": _boolean,
+    "storage_partition": _partuuid,
+    "glm_node_name": _node_name,
+    "glm_account": _account,
+    "glm_per_hour": _price,
+    "init_price": _price,
+    "gpu_pci_slot": _gpu_choice,
+    "vfio_devices": _addresses,
+    "ssh_keys": _ssh_keys,
+    "non_interactive_install": _boolean,
+    "env": _env,
+}
+assert set(VALIDATORS) == set(KEYS), "every Settings field needs a validator"
+
+
+def parse_layer(data: Mapping[str, object], source: str) -> tuple[Settings, list[ConfigError]]:
+    """Validate one layer. Good keys are kept, each bad one becomes an error.
+
+    Errors are returned rather than raised so the interactive wizard can show
+    each one and ask that value again without losing the rest of the file.
+    """
+    values: dict[str, object] = {}
+    errors: list[ConfigError] = []
+    for key, raw in data.items():
+        validator = VALIDATORS.get(key)
+        if validator is None:
+            errors.append(ConfigError(key, f"{source}: unknown key '{key}'",
+                                      "remove it; known keys: " + ", ".join(KEYS)))
+            continue
+        try:
+            values[key] = validator(key, raw)
+        except ConfigError as error:
+            errors.append(ConfigError(error.key, f"{source}: {error.problem}", error.fix))
+    return Settings(**values), errors  # type: ignore[arg-type]
+
+
+def read_toml(path: Path, source: str) -> dict[str, object] | None:
+    """The file's table, None when it does not exist; a syntax error is fatal."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        return None
+    except (OSError, UnicodeDecodeError) as error:
+        raise ConfigError("", f"{source} ({path}) cannot be read: {error}",
+                          "check the file; delete it to start from scratch") from None
+    try:
+        return tomllib.loads(text)
+    except tomllib.TOMLDecodeError as error:
+        raise ConfigError("", f"{source} ({path}) is not valid TOML: {error}",
+                          'fix that line (strings need quotes: glm_account = "0x...")') from None
+
+
+def to_toml(settings: Settings) -> dict[str, object]:
+    table: dict[str, object] = {}
+    for key in KEYS:
+        value = getattr(settings, key)
+        if value is None:
+            continue
+        if isinstance(value, Decimal):
+            value = str(value)  # a string keeps 0.25 exact, as the reference's example
+        elif key == "env":
+            value = dict(value)
+        elif key in ("gpu_pci_slot", "vfio_devices") and value != AUTO:
+            value = [str(address) for address in value]
+        elif key == "ssh_keys":
+            value = list(value)
+        table[key] = value
+    return table
+
+
+def save_atomically(settings: Settings, path: Path,
+                    rename: Callable[[str, Path], None] = os.replace) -> None:
+    """Write, fsync, rename: a crash leaves either the old file or the new one."""
+    data = tomli_w.dumps(to_toml(settings)).encode()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    descriptor, temporary = tempfile.mkstemp(prefix=".golemwz-", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(descriptor, "wb") as handle:
+            handle.write(data)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.chmod(temporary, 0o600)  # ssh keys and the account are nobody else's business
+        rename(temporary, path)
+    except BaseException:
+        if os.path.exists(temporary):
+            os.unlink(temporary)
+        raise
+    directory = os.open(path.parent, os.O_RDONLY)
+    try:
+        os.fsync(directory)  # make the rename itself durable
+    finally:
+        os.close(directory)

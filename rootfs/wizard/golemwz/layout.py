@@ -1,0 +1,91 @@
+"""Where things are on the image: partition names and file paths, in one place.
+
+Tests build a SystemLayout under a temporary directory with `under(root)`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+# The image build gives `Golem storage` this fixed PARTUUID so the wizard can
+# recognise it on any machine; only this partition is ever grown.
+GOLEM_STORAGE_PARTUUID = "2a5ae4b8-3b4c-4b5e-9a43-90f3e6c1c0de"
+GOLEM_STORAGE_PARTLABEL = "Golem storage"
+CONF_PARTLABEL = "Golem conf storage"
+ROOT_PARTLABEL = "Golem root filesystem"
+FIRST_BOOT_FILE_NAME = "golemwz.toml"
+GOLEM_USER = "golem"
+PROVIDER_SERVICE = "golem-provider.service"
+# The directory on the storage partition that becomes ~golem/.local.
+STORAGE_SUBDIR = "golem-gpu-live"
+
+
+@dataclass(frozen=True)
+class SystemLayout:
+    sysfs_root: Path = Path("/sys")
+    dev_root: Path = Path("/dev")
+    golem_home: Path = Path("/home/golem")
+    bin_dirs: tuple[Path, ...] = (Path("/usr/local/bin"), Path("/usr/bin"), Path("/bin"))
+    yagna_plugins_dir: Path = Path("/usr/lib/yagna/plugins")
+    installer_resources_dir: Path = Path("/usr/share/ya-installer-resources")
+    # Read by golem-provider.service through `EnvironmentFile=-`.
+    provider_env_file: Path = Path("/etc/default/golem-provider")
+    # On the root filesystem, not on the storage being grown: survives the grow.
+    state_dir: Path = Path("/var/lib/golemwz")
+    conf_mount_dir: Path = Path("/run/golemwz/conf")
+    storage_mount_dir: Path = Path("/mnt/golem-storage")
+    pci_ids_file: Path = Path("/usr/share/misc/pci.ids")
+
+    @classmethod
+    def under(cls, root: Path) -> SystemLayout:
+        """The same layout with every path below `root` (tests, chroots)."""
+        default = cls()
+        return cls(
+            sysfs_root=root / "sys",
+            dev_root=root / "dev",
+            golem_home=root / "home/golem",
+            bin_dirs=tuple(root / str(d).lstrip("/") for d in default.bin_dirs),
+            yagna_plugins_dir=root / "usr/lib/yagna/plugins",
+            installer_resources_dir=root / "usr/share/ya-installer-resources",
+            provider_env_file=root / "etc/default/golem-provider",
+            state_dir=root / "var/lib/golemwz",
+            conf_mount_dir=root / "run/golemwz/conf",
+            storage_mount_dir=root / "mnt/golem-storage",
+            pci_ids_file=root / "usr/share/misc/pci.ids",
+        )
+
+    @property
+    def saved_config(self) -> Path:
+        return self.golem_home / ".golemwz.toml"
+
+    @property
+    def log_file(self) -> Path:
+        return self.golem_home / "golemwz.log"
+
+    @property
+    def local_dir(self) -> Path:
+        return self.golem_home / ".local"
+
+    @property
+    def user_plugins_dir(self) -> Path:
+        return self.local_dir / "lib/yagna/plugins"
+
+    @property
+    def authorized_keys(self) -> Path:
+        return self.golem_home / ".ssh/authorized_keys"
+
+    @property
+    def first_boot_config(self) -> Path:
+        return self.conf_mount_dir / FIRST_BOOT_FILE_NAME
+
+    def find_program(self, name: str) -> Path | None:
+        """Path lookup over bin_dirs, so tests can point it at a fake root."""
+        for directory in self.bin_dirs:
+            candidate = directory / name
+            if candidate.is_file():
+                return candidate
+        return None
+
+    def golem_installed(self) -> bool:
+        return self.find_program("golemsp") is not None

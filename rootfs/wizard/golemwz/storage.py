@@ -1,0 +1,243 @@
+"""Persistent storage: list partitions, grow `Golem storage` safely, mount it.
+
+Parsing (`lsblk --json`, `sfdisk --json`, sysfs sizes) and planning are pure
+functions; the commands go through the runner so tests assert the argv sequence.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+from golemwz.errors import WizardError
+from golemwz.layout import (
+    GOLEM_STORAGE_PARTLABEL,
+    GOLEM_STORAGE_PARTUUID,
+    GOLEM_USER,
+    ROOT_PARTLABEL,
+    STORAGE_SUBDIR,
+    SystemLayout,
+)
+from golemwz.report import Reporter
+from golemwz.runner import Runner
+
+STORAGE_FILESYSTEMS = ("ext4", "ext3", "xfs", "btrfs")
+LSBLK_COLUMNS = "NAME,PATH,TYPE,PKNAME,FSTYPE,LABEL,PARTLABEL,PARTUUID,MOUNTPOINT,SIZE"
+# sfdisk aligns partition ends to 1 MiB: a gap smaller than that cannot be used.
+ALIGNMENT_BYTES = 1024 * 1024
+GPT_ENTRIES_BYTES = 128 * 128
+E2FSCK_UNCORRECTED = 4  # e2fsck exit status bit: errors left uncorrected
+
+
+@dataclass(frozen=True)
+class BlockDevice:
+    name: str
+    path: str
+    type: str
+    parent: str | None
+    fstype: str | None
+    label: str | None
+    partlabel: str | None
+    partuuid: str | None
+    mountpoint: str | None
+    size: int
+
+    def title(self) -> str:
+        names = [n for n in (self.partlabel, self.label) if n]
+        named = f" {' / '.join(dict.fromkeys(names))}" if names else ""
+        return f"{self.path}{named} ({self.fstype}, {self.size / 2**30:.1f} GiB)"
+
+    def is_golem_storage(self) -> bool:
+        return (self.partuuid or "").lower() == GOLEM_STORAGE_PARTUUID
+
+
+def parse_lsblk(output: str) -> list[BlockDevice]:
+    """Devices from `lsblk --json --list --bytes --output LSBLK_COLUMNS`."""
+    devices = []
+    for entry in json.loads(output).get("blockdevices", []):
+        size = entry.get("size") or 0
+        devices.append(BlockDevice(
+            name=entry["name"],
+            path=entry.get("path") or f"/dev/{entry['name']}",
+            type=entry.get("type") or "",
+            parent=entry.get("pkname"),
+            fstype=entry.get("fstype"),
+            label=entry.get("label"),
+            partlabel=entry.get("partlabel"),
+            partuuid=(entry.get("partuuid") or "").lower() or None,
+            mountpoint=entry.get("mountpoint"),
+            size=int(size),
+        ))
+    return devices
+
+
+def read_block_devices(runner: Runner) -> list[BlockDevice]:
+    result = runner.run(["lsblk", "--json", "--list", "--bytes", "--output", LSBLK_COLUMNS])
+    return parse_lsblk(result.stdout)
+
+
+def find_partlabel(devices: list[BlockDevice], partlabel: str) -> BlockDevice | None:
+    return next((d for d in devices if d.type == "part" and d.partlabel == partlabel), None)
+
+
+def find_partuuid(devices: list[BlockDevice], partuuid: str) -> BlockDevice | None:
+    return next((d for d in devices if d.partuuid == partuuid.lower()), None)
+
+
+def storage_candidates(devices: list[BlockDevice], own_mount: Path) -> list[BlockDevice]:
+    """Linux filesystems that may hold the provider's data, `Golem storage` first."""
+    candidates = [
+        d for d in devices
+        if d.type == "part" and d.fstype in STORAGE_FILESYSTEMS and d.partuuid
+        and d.partlabel != ROOT_PARTLABEL
+        and d.mountpoint in (None, str(own_mount))  # never offer /, /boot...
+    ]
+    return sorted(candidates, key=lambda d: (not d.is_golem_storage(), d.path))
+
+
+@dataclass(frozen=True)
+class TablePartition:
+    node: str
+    start: int
+    size: int
+    uuid: str
+
+    @property
+    def number(self) -> int:
+        match = re.search(r"(\d+)$", self.node)
+        if match is None:
+            raise WizardError(f"cannot tell the partition number of {self.node}")
+        return int(match.group(1))
+
+
+@dataclass(frozen=True)
+class PartitionTable:
+    device: str
+    label: str
+    last_lba: int
+    sector_size: int
+    partitions: tuple[TablePartition, ...]
+
+
+def parse_sfdisk(output: str) -> PartitionTable:
+    table = json.loads(output)["partitiontable"]
+    return PartitionTable(
+        device=table["device"],
+        label=table["label"],
+        last_lba=int(table.get("lastlba", 0)),
+        sector_size=int(table.get("sectorsize", 512)),
+        partitions=tuple(
+            TablePartition(p["node"], int(p["start"]), int(p["size"]), p.get("uuid", "").lower())
+            for p in table.get("partitions", [])
+        ),
+    )
+
+
+def disk_size_bytes(sysfs_root: Path, disk_name: str) -> int:
+    # sysfs counts 512-byte units whatever the logical sector size.
+    return int((sysfs_root / "class/block" / disk_name / "size").read_text().strip()) * 512
+
+
+@dataclass(frozen=True)
+class GrowPlan:
+    disk: str
+    partition: TablePartition
+    relocate_backup_header: bool  # the image was written to a larger disk
+    grow_partition: bool
+
+
+def plan_grow(table: PartitionTable, disk_bytes: int, partuuid: str) -> GrowPlan:
+    """What growing `partuuid` to the end of its disk takes; WizardError if unsafe."""
+    if table.label != "gpt":
+        raise WizardError(f"{table.device} has a {table.label} partition table, not GPT",
+                          "Golem storage is grown only on the image's own GPT disk")
+    target = next((p for p in table.partitions if p.uuid == partuuid.lower()), None)
+    if target is None:
+        raise WizardError(f"no partition with PARTUUID {partuuid} on {table.device}")
+    if any(p.start > target.start for p in table.partitions):
+        raise WizardError(f"{target.node} is not the last partition of {table.device}",
+                          "only a last partition can grow; it was left as it is")
+    sector = table.sector_size
+    disk_sectors = disk_bytes // sector
+    backup_area = 1 + math.ceil(GPT_ENTRIES_BYTES / sector)  # header + entries
+    usable_last = disk_sectors - 1 - backup_area
+    slack = ALIGNMENT_BYTES // sector
+    return GrowPlan(
+        disk=table.device,
+        partition=target,
+        relocate_backup_header=table.last_lba < usable_last,
+        grow_partition=usable_last - (target.start + target.size - 1) > slack,
+    )
+
+
+def _is_mountpoint(runner: Runner, path: Path) -> bool:
+    return runner.run(["mountpoint", "--quiet", str(path)], check=False).returncode == 0
+
+
+def grow_marker(layout: SystemLayout) -> Path:
+    return layout.state_dir / f"storage-grown-{GOLEM_STORAGE_PARTUUID}"
+
+
+def grow_golem_storage(partition: BlockDevice, layout: SystemLayout, runner: Runner,
+                       reporter: Reporter) -> None:
+    """Grow `Golem storage` to the end of its disk, resuming an interrupted grow.
+
+    Every step is idempotent and the marker is written last, so a power cut at
+    any point leads the next boot through the remaining steps again.
+    """
+    marker = grow_marker(layout)
+    if marker.exists():
+        return
+    if partition.mountpoint:
+        reporter.warn(f"{partition.path} is mounted on {partition.mountpoint}; not growing it now")
+        return
+    if partition.fstype not in ("ext4", "ext3", "ext2"):
+        reporter.warn(f"{partition.path} holds {partition.fstype}, not ext4; not growing it")
+        return
+    disk = f"/dev/{partition.parent}"
+    table = parse_sfdisk(runner.run(["sfdisk", "--json", disk]).stdout)
+    try:
+        plan = plan_grow(table, disk_size_bytes(layout.sysfs_root, partition.parent or ""),
+                         GOLEM_STORAGE_PARTUUID)
+    except WizardError as unsafe:
+        reporter.warn(f"not growing {GOLEM_STORAGE_PARTLABEL}: {unsafe.line()}")
+        return
+    layout.state_dir.mkdir(parents=True, exist_ok=True)
+    backup = layout.state_dir / f"{partition.parent}-partition-table.sfdisk"
+    if not backup.exists():  # after an interruption, keep the original table
+        backup.write_text(runner.run(["sfdisk", "--dump", disk]).stdout)
+        reporter.detail(f"partition table of {disk} saved to {backup}")
+    if plan.relocate_backup_header:
+        runner.run(["sfdisk", "--relocate", "gpt-bak-std", disk])
+    if plan.grow_partition:
+        # ",+" keeps the start and takes all the space up to the end of the disk.
+        runner.run(["sfdisk", "--no-reread", "-N", str(plan.partition.number), disk],
+                   input=b",+\n")
+        runner.run(["partx", "--update", "--nr", str(plan.partition.number), disk])
+    fsck = runner.run(["e2fsck", "-f", "-p", partition.path], check=False)
+    if fsck.returncode >= E2FSCK_UNCORRECTED:
+        raise WizardError(
+            f"e2fsck found errors it could not fix on {partition.path} (status {fsck.returncode})",
+            f"boot with NO AUTOSTART and run: sudo e2fsck {partition.path}")
+    runner.run(["resize2fs", partition.path])
+    marker.write_text(f"{partition.path} grown to the end of {disk}\n")
+    reporter.step(f"grew {GOLEM_STORAGE_PARTLABEL} ({partition.path}) to the end of {disk}")
+
+
+def mount_storage(partition: BlockDevice, layout: SystemLayout, runner: Runner,
+                  reporter: Reporter) -> None:
+    """Mount the partition and bind its golem-gpu-live directory onto ~golem/.local."""
+    mount_dir = layout.storage_mount_dir
+    mount_dir.mkdir(parents=True, exist_ok=True)
+    if not _is_mountpoint(runner, mount_dir):
+        runner.run(["mount", partition.path, str(mount_dir)])
+    data_dir = mount_dir / STORAGE_SUBDIR
+    data_dir.mkdir(exist_ok=True)
+    runner.run(["chown", f"{GOLEM_USER}:{GOLEM_USER}", str(data_dir)])
+    layout.local_dir.mkdir(parents=True, exist_ok=True)
+    if not _is_mountpoint(runner, layout.local_dir):
+        runner.run(["mount", "--bind", str(data_dir), str(layout.local_dir)])
+    reporter.step(f"storage configured: {partition.title()} on {layout.local_dir}")

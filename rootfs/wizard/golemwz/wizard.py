@@ -1,0 +1,337 @@
+"""The twelve steps of the wizard, in the reference's order.
+
+A value already known (flag, saved file, first-boot file) is never asked for;
+a missing one is asked for, or is an error under non_interactive_install.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from decimal import Decimal
+from typing import Any
+
+from golemwz import accounts, network, provider, storage
+from golemwz.config import AUTO, VALIDATORS, Settings, parse_layer, read_toml, save_atomically
+from golemwz.errors import ConfigError, WizardError
+from golemwz.layout import CONF_PARTLABEL, GOLEM_USER, PROVIDER_SERVICE, SystemLayout
+from golemwz.pci import PciAddress, device_exists, survey_gpus
+from golemwz.report import Reporter
+from golemwz.runner import Runner
+from golemwz.ui import UI
+from golemwz.vfio import SysfsWriter, bind_to_vfio, release_console_framebuffer, write_sysfs
+
+TERMS = (
+    "By running a GOLEM provider you declare that you have read, understood and accept "
+    "the disclaimer and privacy warning at https://handbook.golem.network/see-also/terms\n\n"
+    "Do you accept these terms of use?"
+)
+SUGGESTED_GLM_PER_HOUR = "0.25"
+
+
+@dataclass(frozen=True)
+class Options:
+    """Command-line switches that change what the wizard does, not what it configures."""
+
+    debug: bool = False
+    relax_gpu_isolation: bool = True
+    insecure: bool = False
+    storage_only: bool = False
+    passthrough: bool = True
+    save: bool = True
+
+
+@dataclass(frozen=True)
+class Services:
+    """Everything the wizard acts through; tests pass fakes."""
+
+    layout: SystemLayout
+    runner: Runner
+    ui: UI
+    reporter: Reporter
+    sysfs_write: SysfsWriter = write_sysfs
+    new_password: Callable[[], str] = accounts.generate_password
+
+
+@dataclass
+class Wizard:
+    options: Options
+    flags: Settings
+    services: Services
+    settings: Settings = field(default_factory=Settings)
+    first_boot_read: bool = False
+
+    @property
+    def layout(self) -> SystemLayout:
+        return self.services.layout
+
+    @property
+    def non_interactive(self) -> bool:
+        return bool(self.settings.non_interactive_install)
+
+    def step(self, summary: str) -> None:
+        self.services.reporter.step(summary)
+
+    # -- configuration -------------------------------------------------------
+
+    def load_configuration(self) -> None:
+        """Flags over the saved file over the first-boot file."""
+        saved_data = read_toml(self.layout.saved_config, "saved configuration")
+        first_data = None
+        if saved_data is None:
+            first_data = self._read_first_boot_file()
+        elif self._conf_partition() is not None:
+            self.step("saved configuration exists; any first-boot golemwz.toml is ignored")
+        saved, saved_errors = parse_layer(saved_data or {}, "~/.golemwz.toml")
+        first, first_errors = parse_layer(first_data or {}, "first-boot golemwz.toml")
+        self.settings = self.flags.merged_over(saved.merged_over(first))
+        if first_data is not None:
+            self.first_boot_read = True
+            self.step("read first-boot configuration golemwz.toml from " + CONF_PARTLABEL)
+        for error in saved_errors + first_errors:
+            if self.non_interactive:
+                raise error
+            # The bad key was dropped; its question comes again in its step.
+            self.services.ui.message("Configuration error", error.line())
+            self.services.reporter.warn(error.line())
+
+    def _conf_partition(self) -> storage.BlockDevice | None:
+        return storage.find_partlabel(storage.read_block_devices(self.services.runner),
+                                      CONF_PARTLABEL)
+
+    def _read_first_boot_file(self) -> dict[str, object] | None:
+        partition = self._conf_partition()
+        if partition is None:
+            return None
+        runner, mount_dir = self.services.runner, self.layout.conf_mount_dir
+        mount_dir.mkdir(parents=True, exist_ok=True)
+        if runner.run(["mountpoint", "--quiet", str(mount_dir)], check=False).returncode != 0:
+            runner.run(["mount", partition.path, str(mount_dir)])
+        return read_toml(self.layout.first_boot_config, "first-boot golemwz.toml")
+
+    def obtain(self, key: str, ask: Callable[[], object | None], fix: str) -> Any:
+        """The configured value of `key`, or a valid answer from the user."""
+        current = getattr(self.settings, key)
+        if current is not None:
+            return current
+        if self.non_interactive:
+            raise ConfigError(key, f"{key} is missing and non_interactive_install is true",
+                              f"add it to golemwz.toml, e.g. {fix}")
+        while True:
+            answer = ask()
+            if answer is None:
+                raise WizardError(f"cancelled while asking for {key}", "run golemwz again")
+            try:
+                value = VALIDATORS[key](key, answer)
+            except ConfigError as error:
+                self.services.ui.message("Invalid value", error.line())
+                continue
+            self.settings = self.settings.with_value(key, value)
+            return value
+
+    # -- the steps -----------------------------------------------------------
+
+    def run(self) -> None:
+        self.load_configuration()
+        if self.options.storage_only:
+            self.configure_storage()
+            return
+        self.accept_terms()
+        self.configure_storage()
+        self.configure_access()
+        self.check_network()
+        golem = self.layout.golem_installed()
+        if not golem:
+            self.step("GOLEM provider packages are not installed (gpu-node profile): "
+                      "skipping the GLM, runtime and preset steps")
+        else:
+            self.configure_glm()
+        gpus, vfio_devices = self.select_gpus()
+        if golem:
+            self.configure_provider(gpus)
+        if self.options.passthrough:
+            self.attach_vfio(gpus, vfio_devices)
+        else:
+            self.step("--no-passthrough: devices left with their drivers")
+        self.save_configuration()
+        if golem:
+            # --no-block: the provider unit is ordered after ours; waiting would deadlock.
+            self.services.runner.run(["systemctl", "start", "--no-block", PROVIDER_SERVICE])
+            self.step(f"started {PROVIDER_SERVICE}")
+        self.step("done")
+
+    def accept_terms(self) -> None:
+        ui = self.services.ui
+        accepted = self.obtain("accepted_terms", lambda: ui.confirm("Terms of use", TERMS),
+                               "accepted_terms = true")
+        if not accepted:
+            raise WizardError("the terms of use were not accepted",
+                              "the provider cannot run without them; run golemwz again")
+        self.step("terms of use accepted")
+
+    def configure_storage(self) -> None:
+        runner, ui = self.services.runner, self.services.ui
+        candidates = storage.storage_candidates(storage.read_block_devices(runner),
+                                                self.layout.storage_mount_dir)
+        if not candidates:
+            raise WizardError("no partition with a Linux filesystem (ext4, xfs, btrfs) found",
+                              "write the image again, or add a disk with such a partition")
+        by_uuid = {c.partuuid: c for c in candidates}
+        configured = self.settings.storage_partition
+        if configured is not None and configured not in by_uuid:
+            error = ConfigError("storage_partition",
+                                f"storage_partition = '{configured}': no such partition here",
+                                "plug that disk in, or remove the key to choose again")
+            if self.non_interactive:
+                raise error
+            ui.message("Storage", error.line())
+            self.settings = self.settings.with_value("storage_partition", None)
+        choices = [(c.partuuid or "", c.title()) for c in candidates]
+        partuuid = self.obtain(
+            "storage_partition",
+            lambda: ui.choose_one("Persistent storage",
+                                  "Where should the provider keep its data?", choices),
+            f'storage_partition = "{candidates[0].partuuid}"')
+        chosen = by_uuid[partuuid]
+        if chosen.is_golem_storage():
+            storage.grow_golem_storage(chosen, self.layout, runner, self.services.reporter)
+        storage.mount_storage(chosen, self.layout, runner, self.services.reporter)
+
+    def configure_access(self) -> None:
+        runner = self.services.runner
+        if accounts.password_is_set(runner, GOLEM_USER):
+            self.step(f"the password of {GOLEM_USER} was set before; kept")
+        else:
+            password = self.services.new_password()
+            accounts.set_password(runner, GOLEM_USER, password)
+            text = (f"The password of user '{GOLEM_USER}' is:\n\n    {password}\n\n"
+                    "Write it down now: it is shown only this once.")
+            if self.non_interactive:
+                self.services.ui.info("Password", text)
+            else:
+                self.services.ui.message("Password", text)
+            self.step(f"generated a password for {GOLEM_USER} and showed it on screen")
+        if self.settings.ssh_keys:
+            added = accounts.install_ssh_keys(self.layout.authorized_keys, self.settings.ssh_keys,
+                                              runner, GOLEM_USER)
+            self.step(f"SSH keys: {added} added to {self.layout.authorized_keys}")
+
+    def check_network(self) -> None:
+        ui, runner = self.services.ui, self.services.runner
+        online = network.wait_for_network(
+            runner, lambda percent, text: ui.progress("Network", text, percent))
+        if not online:
+            ui.progress("Network", "No network", 100)
+            self.services.reporter.warn("NetworkManager reports no connection yet; "
+                                        "the provider will retry once it is connected")
+            return
+        addresses = network.ip_addresses(runner)
+        shown = ", ".join(addresses) or "none"
+        self.services.ui.info("Network", f"Connect with: ssh {GOLEM_USER}@ADDRESS\n\n{shown}")
+        self.step(f"network is up; IP addresses: {shown}")
+
+    def configure_glm(self) -> None:
+        ui = self.services.ui
+        self.obtain("glm_account",
+                    lambda: ui.ask_text("GLM account", "Account (0x...) to receive payments:"),
+                    'glm_account = "0x..."')
+        self.obtain("glm_per_hour",
+                    lambda: ui.ask_text("GLM per hour", "Price of one hour of GPU use in GLM:",
+                                        SUGGESTED_GLM_PER_HOUR),
+                    f'glm_per_hour = "{SUGGESTED_GLM_PER_HOUR}"')
+        self.obtain("init_price",
+                    lambda: ui.ask_text("Initial price", "GLM charged when a task starts "
+                                        "(0 for testing):", "0"),
+                    'init_price = "0"')
+        self.step(f"GLM account {self.settings.glm_account}, {self.settings.glm_per_hour} GLM "
+                  f"per hour, initial price {self.settings.init_price}")
+
+    def select_gpus(self) -> tuple[tuple[PciAddress, ...], tuple[PciAddress, ...]]:
+        """The chosen GPUs and every device that must go to vfio-pci with them."""
+        layout, ui = self.layout, self.services.ui
+        survey = survey_gpus(layout.sysfs_root, relax_bridges=self.options.relax_gpu_isolation,
+                             pci_ids_file=layout.pci_ids_file)
+        if not survey.gpus:
+            raise WizardError("no compatible GPU: this machine has no NVIDIA GPU",
+                              "install an NVIDIA card; `golemwz gpus` shows what is seen")
+        usable = survey.gpus if self.options.insecure else survey.isolated()
+        if not usable:
+            reasons = "; ".join(f"{r.gpu.address}: {r.reason}" for r in survey.gpus)
+            raise WizardError(f"no compatible GPU: none is isolated in its IOMMU group ({reasons})",
+                              "--insecure ignores this at the cost of the host's safety")
+        for report in usable:
+            if not report.isolated:
+                self.services.reporter.warn(f"--insecure: using {report.gpu.address} although "
+                                            f"{report.reason}")
+        usable_slots = {str(r.gpu.address) for r in usable}
+        configured = self.settings.gpu_pci_slot
+        if configured not in (None, AUTO):
+            assert isinstance(configured, tuple)
+            unusable = [str(a) for a in configured if str(a) not in usable_slots]
+            if unusable:
+                error = ConfigError("gpu_pci_slot",
+                                    f"gpu_pci_slot: {', '.join(unusable)} is not a usable GPU here",
+                                    "usable: " + ", ".join(sorted(usable_slots)))
+                if self.non_interactive:
+                    raise error
+                ui.message("GPU", error.line())
+                self.settings = self.settings.with_value("gpu_pci_slot", None)
+        choices = [(str(r.gpu.address), r.description, True) for r in usable]
+        choice = self.obtain(
+            "gpu_pci_slot",
+            lambda: ui.choose_many("GPU", "GPUs to share with the GOLEM network:", choices),
+            'gpu_pci_slot = "auto"')
+        chosen = [r for r in usable if choice == AUTO or r.gpu.address in choice]
+        devices = {d for r in chosen for d in (r.vfio_devices or r.group_devices)}
+        for extra in self.settings.vfio_devices or ():
+            if not device_exists(layout.sysfs_root, extra):
+                raise ConfigError("vfio_devices", f"vfio_devices: {extra} does not exist here",
+                                  "remove it; `lspci -D` lists the devices")
+            devices.add(extra)
+        gpus = tuple(sorted(r.gpu.address for r in chosen))
+        self.step("selected GPU " + ", ".join(f"{r.gpu.address} ({r.description})" for r in chosen))
+        return gpus, tuple(sorted(devices))
+
+    def configure_provider(self, gpus: tuple[PciAddress, ...]) -> None:
+        target = provider.install_runtime_json(self.layout, gpus)
+        self.step(f"runtime {provider.RUNTIME_NAME} configured in {target} for "
+                  + ", ".join(map(str, gpus)))
+        self.step(f"supervisor and runtime paths point to {self.layout.yagna_plugins_dir}")
+        env = self.settings.env or ()
+        if env:
+            self.layout.provider_env_file.parent.mkdir(parents=True, exist_ok=True)
+            self.layout.provider_env_file.write_text(provider.env_file_text(env))
+            self.step(f"provider environment written to {self.layout.provider_env_file}")
+        settings = provider.ProviderSettings(
+            glm_account=self.settings.glm_account or "",
+            glm_per_hour=self.settings.glm_per_hour or Decimal(0),
+            init_price=self.settings.init_price or Decimal(0),
+            node_name=self.settings.glm_node_name,
+            env=env,
+        )
+        provider.setup_provider(settings, self.layout, self.services.runner)
+        self.step(f"preset {provider.PRESET_NAME} configured and activated")
+
+    def attach_vfio(self, gpus: tuple[PciAddress, ...],
+                    devices: tuple[PciAddress, ...]) -> None:
+        layout = self.layout
+        survey = survey_gpus(layout.sysfs_root, relax_bridges=self.options.relax_gpu_isolation)
+        if any(r.gpu.boot_vga for r in survey.gpus if r.gpu.address in gpus):
+            release_console_framebuffer(layout.sysfs_root, self.services.sysfs_write,
+                                        self.services.reporter)
+        bind_to_vfio(layout.sysfs_root, layout.dev_root, devices, self.services.runner,
+                     self.services.reporter, self.services.sysfs_write)
+
+    def save_configuration(self) -> None:
+        if not self.options.save:
+            self.step("--no-save: configuration not saved")
+            return
+        save_atomically(self.settings, self.layout.saved_config)
+        self.services.runner.run(["chown", f"{GOLEM_USER}:{GOLEM_USER}",
+                                  str(self.layout.saved_config)])
+        self.step(f"configuration saved to {self.layout.saved_config}")
+        if self.first_boot_read:
+            # Only now: had the save failed, the first-boot file would still be there.
+            self.layout.first_boot_config.unlink(missing_ok=True)
+            self.services.runner.run(["umount", str(self.layout.conf_mount_dir)], check=False)
+            self.step("first-boot golemwz.toml deleted: later ones are ignored")
