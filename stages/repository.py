@@ -48,6 +48,7 @@ class RepositoryStage(Stage):
     config_keys = ("version", "local_debs", "profile.debian.suite", "profile.debian.arch",
                    "profile.golem.channel", "profile.golem.packages")
     description = "signed APT repository: golemwz + GOLEM's components"
+    tools = ("dpkg-deb", "apt-ftparchive", "gpg", "gpgv", "gpgconf")
 
     def __init__(self, github: GitHubSettings | None = None,
                  signing_key: SigningKey | None = None,
@@ -55,6 +56,15 @@ class RepositoryStage(Stage):
         self.github = github or GitHubSettings()
         self.signing_key = signing_key
         self.components_file = components_file
+
+    def preflight(self, config: BuildConfig) -> None:
+        """Without LOCAL_DEBS, GitHub must answer before anything is built."""
+        if config.local_debs is None:
+            try:
+                GitHubClient(self.github).check_reachable()
+            except BuildError as err:
+                raise BuildError(err.problem, "give a directory of GOLEM .deb files "
+                                 "(LOCAL_DEBS=DIR), or build PROFILE=gpu-node") from None
 
     def input_files(self, config: BuildConfig) -> list[Path]:
         files = [self.components_file, *wizard_sources(config.project_root)]
@@ -106,7 +116,7 @@ class RepositoryStage(Stage):
         """With the maintainer key, also check against the key the image will carry."""
         if self.signing_key is None or not config.profile.golem.keyring:
             return ()
-        path = config.project_root / "rootfs" / config.profile.golem.keyring
+        path = config.project_root / config.profile.golem.keyring
         return (path,) if path.is_file() else ()
 
 

@@ -175,6 +175,15 @@ class GitHubClient:
                              "check `repo` of the component in builder/repo/components.toml")
         return resp
 
+    def check_reachable(self) -> None:
+        """One bounded request to the API root; BuildError when it does not answer."""
+        base = self.settings.api_url.rstrip("/")
+
+        def once() -> None:
+            self._get(f"{base}/", "application/vnd.github+json").close()
+
+        self._retrying(f"the GitHub API at {base}", once)
+
     def releases(self, repo: str) -> list[Release]:
         base = self.settings.api_url.rstrip("/")
         found: list[Release] = []

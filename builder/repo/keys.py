@@ -17,9 +17,9 @@ import gnupg
 from builder.errors import BuildError
 from builder.runner import Runner
 
-# Where the image build reads the maintainer's public key (relative to the project root);
-# the golem-provider profile's `golem.keyring` names it relative to rootfs/.
-PROJECT_KEYRING = Path("rootfs") / "keyrings" / "golem-gpu-live.gpg"
+# Where the image build reads the maintainer's public key (relative to the project root,
+# as the golem-provider profile's `golem.keyring` names it).
+PROJECT_KEYRING = Path("rootfs") / "keys" / "golem-gpu-live.gpg"
 # Where the image installs it, referenced by Signed-By in the deb822 sources.
 IMAGE_KEYRING = "/usr/share/keyrings/golem-gpu-live.gpg"
 # gpg-agent's socket must fit in sun_path (108 bytes) next to the home directory.
