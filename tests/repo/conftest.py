@@ -173,13 +173,18 @@ def _serve(handler: Any) -> Iterator[ThreadingHTTPServer]:
         thread.join()
 
 
-@pytest.fixture
-def fake_github() -> Iterator[FakeGitHub]:
+def start_fake_github() -> Iterator[FakeGitHub]:
+    """Generator: the running fake (first next()), stopped when resumed."""
     fake = FakeGitHub()
     handler = type("Handler", (_GitHubHandler,), {"fake": fake})
     for server in _serve(handler):
         fake.base = f"http://127.0.0.1:{server.server_address[1]}"
         yield fake
+
+
+@pytest.fixture
+def fake_github() -> Iterator[FakeGitHub]:
+    yield from start_fake_github()
 
 
 @pytest.fixture
