@@ -97,7 +97,7 @@ def _price(key: str, value: object) -> Decimal:
 def _account(key: str, value: object) -> str:
     if not isinstance(value, str) or not _ACCOUNT.match(value.strip()):
         raise _bad(key, value, "an account (0x followed by 40 hex digits)",
-                   "copy the address of your wallet, e.g. 0x" + "0" * 40)
+                   f'copy your wallet address in quotes: {key} = "0x{"0" * 40}"')
     return value.strip()
 
 

@@ -69,7 +69,7 @@ class Reporter:
         if self.console_path is None:
             return
         try:
-            with open(self.console_path, "w", encoding="utf-8", errors="replace") as console:
+            with open(self.console_path, "a", encoding="utf-8", errors="replace") as console:
                 console.write(line + "\r\n")
         except OSError:
             pass  # no console device (container, tests): the other sinks still have it

@@ -251,14 +251,17 @@ class Wizard:
         layout, ui = self.layout, self.services.ui
         survey = survey_gpus(layout.sysfs_root, relax_bridges=self.options.relax_gpu_isolation,
                              pci_ids_file=layout.pci_ids_file)
-        if not survey.gpus:
-            raise WizardError("no compatible GPU: this machine has no NVIDIA GPU",
-                              "install an NVIDIA card; `golemwz gpus` shows what is seen")
         usable = survey.gpus if self.options.insecure else survey.isolated()
         if not usable:
-            reasons = "; ".join(f"{r.gpu.address}: {r.reason}" for r in survey.gpus)
-            raise WizardError(f"no compatible GPU: none is isolated in its IOMMU group ({reasons})",
-                              "--insecure ignores this at the cost of the host's safety")
+            if survey.gpus:
+                why = "none is isolated in its IOMMU group: " + "; ".join(
+                    f"{r.gpu.address}: {r.reason}" for r in survey.gpus)
+                fix = "--insecure ignores this at the cost of the host's safety"
+            else:
+                why = "this machine has no NVIDIA GPU (VGA or 3D controller)"
+                fix = "install an NVIDIA card; `golemwz gpus` shows what the wizard sees"
+            self.step(f"no compatible GPU: {why}")
+            raise WizardError(f"no compatible GPU: {why}", fix)
         for report in usable:
             if not report.isolated:
                 self.services.reporter.warn(f"--insecure: using {report.gpu.address} although "
@@ -326,7 +329,11 @@ class Wizard:
         if not self.options.save:
             self.step("--no-save: configuration not saved")
             return
-        save_atomically(self.settings, self.layout.saved_config)
+        try:
+            save_atomically(self.settings, self.layout.saved_config)
+        except OSError as error:
+            raise WizardError(f"cannot save {self.layout.saved_config}: {error}",
+                              "check that / is writable and not full") from None
         self.services.runner.run(["chown", f"{GOLEM_USER}:{GOLEM_USER}",
                                   str(self.layout.saved_config)])
         self.step(f"configuration saved to {self.layout.saved_config}")
