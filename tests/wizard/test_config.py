@@ -7,7 +7,6 @@ from decimal import Decimal
 from pathlib import Path
 
 import pytest
-
 from golemwz.config import AUTO, Settings, parse_layer, read_toml, save_atomically
 from golemwz.errors import ConfigError
 from golemwz.pci import PciAddress

@@ -5,16 +5,6 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from wizard_fakes import (
-    IMAGE_SECTORS,
-    RecordingRunner,
-    image_partitions,
-    lsblk_json,
-    partition,
-    quiet_reporter,
-    sfdisk_json,
-)
-
 from golemwz.errors import WizardError
 from golemwz.layout import GOLEM_STORAGE_PARTUUID, SystemLayout
 from golemwz.storage import (
@@ -27,6 +17,15 @@ from golemwz.storage import (
     parse_sfdisk,
     plan_grow,
     storage_candidates,
+)
+from wizard_fakes import (
+    IMAGE_SECTORS,
+    RecordingRunner,
+    image_partitions,
+    lsblk_json,
+    partition,
+    quiet_reporter,
+    sfdisk_json,
 )
 
 STORAGE_SECTORS = IMAGE_SECTORS - 8 * 2**20 - 2048 - 34  # as built: up to the image's end

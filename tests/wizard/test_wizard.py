@@ -6,12 +6,11 @@ import tomllib
 from pathlib import Path
 
 import pytest
-from wizard_fakes import ACCOUNT, FULL_FIRST_BOOT, PASSWORD, FakeMachine, ScriptedUI
-
 from golemwz import wizard
 from golemwz.cli import main
 from golemwz.config import save_atomically
 from golemwz.layout import GOLEM_STORAGE_PARTUUID
+from wizard_fakes import ACCOUNT, FULL_FIRST_BOOT, PASSWORD, FakeMachine, ScriptedUI
 
 RTX_FUNCTIONS = ["0000:01:00.0", "0000:01:00.1", "0000:01:00.2", "0000:01:00.3"]
 

@@ -213,7 +213,7 @@ IMAGE_SECTORS = 8 * 2**30 // SECTOR  # the image as built: 8 GiB
 def sfdisk_json(storage_size: int, last_lba: int = IMAGE_SECTORS - 34) -> str:
     starts = [2048, 4096, 6144, 530432, 8 * 2**20]
     sizes = [2048, 2048, 524288, 7 * 2**20, storage_size]
-    uuids = ["11111111-0000-0000-0000-00000000000%d" % n for n in range(1, 5)]
+    uuids = [f"11111111-0000-0000-0000-00000000000{n}" for n in range(1, 5)]
     uuids.append(GOLEM_STORAGE_PARTUUID.upper())
     return json.dumps({"partitiontable": {
         "label": "gpt", "device": "/dev/sda", "unit": "sectors", "firstlba": 34,

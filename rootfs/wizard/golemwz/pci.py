@@ -247,7 +247,10 @@ def _assess(sysfs_root: Path, gpu: PciDevice, relax_bridges: bool,
         intruders.append(member)
     non_bridges = tuple(m.address for m in members if not m.is_bridge) or (gpu.address,)
     if not intruders:
-        return True, f"IOMMU group {gpu.iommu_group} holds only this card", non_bridges
+        bridges = [str(m.address) for m in members if m.is_bridge]
+        reason = f"IOMMU group {gpu.iommu_group} holds only this card"
+        return True, reason + (f" and PCI bridge {', '.join(bridges)}" if bridges else ""), \
+            non_bridges
     listing = ", ".join(_describe(m) for m in members)
     reason = (f"IOMMU group {gpu.iommu_group} is shared with "
               + ", ".join(_describe(m) for m in intruders)
