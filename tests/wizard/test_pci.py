@@ -128,7 +128,8 @@ def test_gpus_subcommand_prints_the_survey_as_json(sysfs: FakeSysfs,
     assert relaxed["gpus"] == [{
         "slot": "0000:01:00.0", "class": "0x030000",
         "description": "NVIDIA 10de:2684 VGA compatible controller",
-        "iommu_group": 1, "isolated": True, "reason": "IOMMU group 1 holds only this card and PCI bridge 0000:00:01.0",
+        "iommu_group": 1, "isolated": True,
+        "reason": "IOMMU group 1 holds only this card and PCI bridge 0000:00:01.0",
         "vfio_devices": ["0000:01:00.0", "0000:01:00.1", "0000:01:00.2", "0000:01:00.3"],
     }]
     assert main(["gpus", "--sysfs-root", str(sysfs.root), "--no-relax-gpu-isolation",
