@@ -16,6 +16,7 @@ from typing import Any, TypeVar
 
 import click
 
+from builder.config import load_profile
 from builder.errors import BuildError
 from builder.repo.archive import ArchiveSpec
 from builder.repo.assemble import RepoRequest, build_repository, write_manifest
@@ -72,6 +73,12 @@ def _project_version() -> str:
         return "0.0.0"
 
 
+def _project_keyring(project_root: Path, profile: str) -> Path:
+    """The public keyring images of `profile` carry (its golem.keyring, under the project)."""
+    configured = load_profile(project_root, profile).golem.keyring
+    return project_root / (configured or PROJECT_KEYRING)
+
+
 @click.group("repo")
 def repo() -> None:
     """The signed APT repository with GOLEM's components."""
@@ -84,19 +91,21 @@ def repo() -> None:
               help="gpg expiry (e.g. 2y, 0 = never); renew before it passes.")
 @click.option("--ed25519", is_flag=True, help="Ed25519 instead of RSA 4096.")
 @click.option("--export", "export_to", type=click.Path(dir_okay=False, path_type=Path),
-              default=None, help=f"Public keyring to write (default: PROJECT/{PROJECT_KEYRING}).")
+              default=None, help="Public keyring to write (default: the profile's golem.keyring).")
+@click.option("--profile", default="golem-provider", show_default=True,
+              help="Profile whose golem.keyring receives the public key.")
 @_gnupghome_option
 @_project_option
 @one_line_errors
 def key_command(name: str, email: str, expire: str, ed25519: bool, export_to: Path | None,
-                gnupghome: Path | None, project_root: Path) -> None:
+                profile: str, gnupghome: Path | None, project_root: Path) -> None:
     """Create the signing key in GNUPGHOME and export its public part for the image."""
     home = gnupghome or default_gnupghome(None)
     check_outside(home, project_root)
+    dest = export_to or _project_keyring(project_root, profile)
     fingerprint = create_key(home, KeySpec(name=name, email=email, expire=expire,
                                            ed25519=ed25519))
     key = SigningKey(home, fingerprint)
-    dest = export_to or project_root / PROJECT_KEYRING
     export_public(key, dest)
     click.echo(fingerprint)
     click.echo(f"public key written to {dest}; the secret key stays in {home}", err=True)
@@ -122,8 +131,10 @@ def channel_command(ref: str) -> None:
               help="Repository root to write (default: WORK_DIR/repo/CHANNEL).")
 @click.option("--work-dir", type=click.Path(file_okay=False, path_type=Path),
               default=Path("work"), show_default=True)
-@click.option("--codename", default="bookworm", show_default=True,
-              help="Debian codename the images use (Suites: in their sources).")
+@click.option("--profile", default="golem-provider", show_default=True,
+              help="Profile whose suite, architecture and GOLEM packages the repository serves.")
+@click.option("--codename", default=None,
+              help="Debian codename in dists/ (default: the profile's suite).")
 @click.option("--valid-days", type=click.IntRange(min=1), default=30, show_default=True,
               help="Valid-Until = Date + this; re-publish more often than that.")
 @click.option("--github/--no-github", "use_github", default=True,
@@ -134,14 +145,15 @@ def channel_command(ref: str) -> None:
 @click.option("--source-date-epoch", type=int, envvar="SOURCE_DATE_EPOCH", default=None,
               show_envvar=True, help="Release Date (default: now).")
 @click.option("--keyring", type=click.Path(dir_okay=False, path_type=Path), default=None,
-              help=f"Also verify against this public keyring (default: PROJECT/"
-                   f"{PROJECT_KEYRING} if it exists), i.e. the key images carry.")
+              help="Also verify against this public keyring (default: the profile's "
+                   "golem.keyring if it exists), i.e. the key images carry.")
 @click.option("--wizard-version", default=None, help="Version of the golemwz package.")
 @_gnupghome_option
 @_project_option
 @one_line_errors
 def build_command(channel: str, packages_dirs: tuple[Path, ...], fingerprint: str | None,
-                  output: Path | None, work_dir: Path, codename: str, valid_days: int,
+                  output: Path | None, work_dir: Path, profile: str, codename: str | None,
+                  valid_days: int,
                   use_github: bool, github_api: str, github_token: str | None,
                   source_date_epoch: int | None, keyring: Path | None,
                   wizard_version: str | None, gnupghome: Path | None,
@@ -153,20 +165,24 @@ def build_command(channel: str, packages_dirs: tuple[Path, ...], fingerprint: st
         raise BuildError(f"SOURCE_DATE_EPOCH {date} is more than {valid_days} days ago: the "
                          "repository would be expired (Valid-Until) before it is published",
                          "set SOURCE_DATE_EPOCH=$(date +%s) or unset it")
+    served = load_profile(project_root, profile)
     key = resolve_signing_key(gnupghome or default_gnupghome(None), fingerprint)
     root = output or work_dir / "repo" / channel
-    project_keyring = keyring or project_root / PROJECT_KEYRING
+    project_keyring = keyring or _project_keyring(project_root, profile)
     if keyring is not None and not keyring.is_file():
         raise BuildError(f"keyring {keyring} does not exist", "check --keyring")
     extra = (project_keyring,) if project_keyring.is_file() else ()
     request = RepoRequest(
         project_root=project_root,
-        spec=ArchiveSpec(date=date, valid_days=valid_days, codename=codename, suite=channel,
+        spec=ArchiveSpec(date=date, valid_days=valid_days, suite=channel,
+                         codename=codename or served.debian.suite,
+                         architectures=(served.debian.arch,),
                          description=f"GOLEM provider components for golem-gpu-live "
                                      f"({channel} channel)"),
         wizard=WizardPackage(version=wizard_version or _project_version()),
         packages_dirs=packages_dirs,
         components=load_components(COMPONENTS_FILE) if use_github else (),
+        required=("golemwz", *served.golem.packages),
     )
     client = GitHubClient(GitHubSettings(api_url=github_api, token=github_token))
     root.mkdir(parents=True, exist_ok=True)

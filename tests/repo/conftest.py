@@ -22,6 +22,7 @@ import pytest
 from builder.repo.keys import SigningKey, discard_home, ephemeral_key
 from builder.runner import SubprocessRunner
 
+PROJECT_ROOT = Path(__file__).resolve().parents[2]
 TOOLS = ("dpkg-deb", "apt-ftparchive", "gpg", "gpgv", "gpgconf")
 
 
@@ -54,7 +55,8 @@ def make_deb(out_dir: Path, package: str, version: str, arch: str = "all",
 
 
 def make_project(root: Path) -> Path:
-    """A project root with a stub wizard, enough to build the golemwz package."""
+    """A project root with the real profiles and a stub wizard (for the golemwz package)."""
+    shutil.copytree(PROJECT_ROOT / "rootfs/profiles", root / "rootfs/profiles")
     wizard = root / "rootfs/wizard/golemwz"
     wizard.mkdir(parents=True, exist_ok=True)
     (wizard / "__init__.py").write_text("")

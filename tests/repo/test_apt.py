@@ -15,14 +15,16 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
+from builder.config import load_profile
 from builder.repo.archive import ArchiveSpec, build_archive, sign
 from builder.repo.cli import repo
 from builder.repo.keys import SigningKey
 from builder.runner import SubprocessRunner
 
-from .conftest import make_deb, make_project, need_tools, start_fake_github
+from .conftest import PROJECT_ROOT, make_deb, make_project, need_tools, start_fake_github
 
 pytestmark = pytest.mark.integration
+SUITE = load_profile(PROJECT_ROOT, "golem-provider").debian.suite
 
 # (component repo, tag, prerelease, .debs: (package, version, arch)) for components.toml
 GOLEM_RELEASES = [
@@ -79,7 +81,7 @@ def published(tmp_path_factory: pytest.TempPathFactory,
 class Apt:
     """apt-get with every path of its own (APT_CONFIG), installing into a dpkg --root."""
 
-    def __init__(self, base: Path, url: str, keyring: Path) -> None:
+    def __init__(self, base: Path, url: str, keyring: Path, suite: str = SUITE) -> None:
         self.base, self.root = base / "apt", base / "root"
         for sub in ("etc/sources.list.d", "etc/apt.conf.d", "etc/trusted.gpg.d",
                     "etc/preferences.d", "state/lists/partial", "cache/archives/partial",
@@ -89,7 +91,7 @@ class Apt:
             (self.root / "var/lib/dpkg" / sub).mkdir(parents=True, exist_ok=True)
         (self.root / "var/lib/dpkg/status").write_text("")
         (self.base / "etc/sources.list.d/golem-gpu-live.sources").write_text(
-            f"Types: deb\nURIs: {url}\nSuites: bookworm\nComponents: main\n"
+            f"Types: deb\nURIs: {url}\nSuites: {suite}\nComponents: main\n"
             f"Signed-By: {keyring}\n")
         a = self.base
         (a / "apt.conf").write_text(
@@ -124,7 +126,7 @@ def apt_for(tmp_path: Path, published: Published,
     def make(tamper: Callable[[Path], None] = lambda _: None) -> tuple[Apt, Path]:
         copy = tmp_path / "served"
         shutil.copytree(published.root, copy)
-        tamper(copy / "dists/bookworm")
+        tamper(copy / "dists" / SUITE)
         return Apt(tmp_path, serve_dir(copy), published.root / "golem-gpu-live.gpg"), copy
 
     return make
@@ -134,7 +136,7 @@ def test_cli_build_reports_and_picks_the_pattern_matches(published: Published,
                                                          signing_key: SigningKey) -> None:
     assert published.stdout.strip() == (f"{published.root}: 7 packages, signed by "
                                         f"{signing_key.fingerprint}, verified with gpgv")
-    packages = (published.root / "dists/bookworm/main/binary-amd64/Packages").read_text()
+    packages = (published.root / "dists" / SUITE / "main/binary-amd64/Packages").read_text()
     versions = dict(re.findall(r"^Package: (\S+)\n(?:.+\n)*?Version: (\S+)$", packages, re.M))
     assert versions == {"golem-provider": "0.14.0~rc1", "ya-runtime-wasi-cli": "0.2.4",
                         "ya-runtime-vm": "0.4.0", "ya-runtime-vm-nvidia": "0.1.3~rc1",
@@ -187,7 +189,7 @@ def test_apt_refuses_release_signed_by_another_key(
         apt_for: Callable[..., tuple[Apt, Path]], other_key: SigningKey) -> None:
     output = _refusal(apt_for(lambda dist: sign(dist / "Release", other_key))[0])
     assert f"NO_PUBKEY {other_key.fingerprint[-16:]}" in output
-    assert re.search(r"E: The repository 'http://127\.0\.0\.1:\d+ bookworm InRelease' is not "
+    assert re.search(r"E: The repository 'http://127\.0\.0\.1:\d+ " + SUITE + " InRelease' is not "
                      "signed", output), output
 
 
@@ -198,7 +200,7 @@ def test_apt_refuses_when_signatures_are_removed(
         (dist / "Release.gpg").unlink()
 
     output = _refusal(apt_for(strip)[0])
-    assert re.search(r"E: The repository 'http://127\.0\.0\.1:\d+ bookworm Release' is not "
+    assert re.search(r"E: The repository 'http://127\.0\.0\.1:\d+ " + SUITE + " Release' is not "
                      "signed", output), output
 
 
@@ -219,10 +221,10 @@ def test_apt_refuses_an_expired_release(tmp_path: Path, signing_key: SigningKey,
     debs = tmp_path / "debs"
     debs.mkdir()
     make_deb(debs, "golem-provider", "1", "amd64")
-    spec = ArchiveSpec(date=int(time.time()) - 10 * 86400, valid_days=3)
+    spec = ArchiveSpec(date=int(time.time()) - 10 * 86400, valid_days=3, codename=SUITE)
     build_archive(SubprocessRunner(tmp_path / "log"), list(debs.glob("*.deb")),
                   tmp_path / "repo", spec, signing_key, tmp_path / "key.gpg")
     apt = Apt(tmp_path, serve_dir(tmp_path / "repo"), tmp_path / "key.gpg")
     output = _refusal(apt)
-    assert re.search(r"E: Release file for http://127\.0\.0\.1:\d+/dists/bookworm/InRelease "
+    assert re.search(r"E: Release file for http://127\.0\.0\.1:\d+/dists/" + SUITE + "/InRelease "
                      r"is expired \(invalid since", output), output
