@@ -15,11 +15,12 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from builder.config import load_profile
+from builder.config import load_profile, make_config
 from builder.repo.archive import ArchiveSpec, build_archive, sign
 from builder.repo.cli import repo
-from builder.repo.keys import SigningKey
+from builder.repo.keys import IMAGE_KEYRING, SigningKey
 from builder.runner import SubprocessRunner
+from stages.overlay import render, template_context
 
 from .conftest import PROJECT_ROOT, make_deb, make_project, need_tools, start_fake_github
 
@@ -228,3 +229,21 @@ def test_apt_refuses_an_expired_release(tmp_path: Path, signing_key: SigningKey,
     output = _refusal(apt)
     assert re.search(r"E: Release file for http://127\.0\.0\.1:\d+/dists/" + SUITE + "/InRelease "
                      r"is expired \(invalid since", output), output
+
+
+def test_apt_accepts_the_sources_stanza_the_image_carries(
+        apt_for: Callable[..., tuple[Apt, Path]], published: Published, tmp_path: Path) -> None:
+    """The overlay's rendered deb822 file, only URIs and keyring path swapped for the test."""
+    apt, _ = apt_for()
+    sources = apt.base / "etc/sources.list.d/golem-gpu-live.sources"
+    url = re.search(r"^URIs: (.*)$", sources.read_text(), re.M).group(1)  # type: ignore[union-attr]
+    config = make_config(PROJECT_ROOT, "golem-provider", "1", tmp_path / "t", tmp_path / "w")
+    template = PROJECT_ROOT / ("rootfs/overlay/golem-provider/etc/apt/sources.list.d/"
+                               "golem-gpu-live.sources.j2")
+    text = render(template, template_context(config))
+    sources.write_text(text.replace(config.profile.golem.apt_url, url).replace(
+        IMAGE_KEYRING, str(published.root / "golem-gpu-live.gpg")))
+    update = apt("apt-get", "update")
+    assert update.returncode == 0, update.stdout + update.stderr
+    assert not re.search(r"^(W|E):", update.stdout + update.stderr, re.M), update.stderr
+    assert "Candidate: 0.14.0~rc1" in apt("apt-cache", "policy", "golem-provider").stdout
