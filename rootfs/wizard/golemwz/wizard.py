@@ -80,8 +80,9 @@ class Wizard:
         first_data = None
         if saved_data is None:
             first_data = self._read_first_boot_file()
-        elif self._conf_partition() is not None:
-            self.step("saved configuration exists; any first-boot golemwz.toml is ignored")
+        else:
+            self.services.reporter.detail(
+                f"{self.layout.saved_config} exists: a first-boot golemwz.toml is not read")
         saved, saved_errors = parse_layer(saved_data or {}, "~/.golemwz.toml")
         first, first_errors = parse_layer(first_data or {}, "first-boot golemwz.toml")
         self.settings = self.flags.merged_over(saved.merged_over(first))
@@ -107,7 +108,10 @@ class Wizard:
         mount_dir.mkdir(parents=True, exist_ok=True)
         if runner.run(["mountpoint", "--quiet", str(mount_dir)], check=False).returncode != 0:
             runner.run(["mount", partition.path, str(mount_dir)])
-        return read_toml(self.layout.first_boot_config, "first-boot golemwz.toml")
+        data = read_toml(self.layout.first_boot_config, "first-boot golemwz.toml")
+        if data is None:  # only the example file: nothing to keep the partition mounted for
+            runner.run(["umount", str(mount_dir)], check=False)
+        return data
 
     def obtain(self, key: str, ask: Callable[[], object | None], fix: str) -> Any:
         """The configured value of `key`, or a valid answer from the user."""
