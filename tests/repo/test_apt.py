@@ -247,3 +247,28 @@ def test_apt_accepts_the_sources_stanza_the_image_carries(
     assert update.returncode == 0, update.stdout + update.stderr
     assert not re.search(r"^(W|E):", update.stdout + update.stderr, re.M), update.stderr
     assert "Candidate: 0.14.0~rc1" in apt("apt-cache", "policy", "golem-provider").stdout
+
+
+@pytest.mark.parametrize("signed", [True, False])
+def test_file_uri_as_in_the_chroot_checks_signatures_too(
+        tmp_path: Path, published: Published, signed: bool) -> None:
+    """The packages stage reads the repository through file: — apt still verifies it."""
+    need_tools("apt-get")
+    copy = tmp_path / "var/tmp/golem-gpu-live-repo"
+    shutil.copytree(published.root, copy / "repo")
+    shutil.copyfile(published.root / "golem-gpu-live.gpg", copy / "repo.gpg")
+    if not signed:
+        (copy / "repo/dists" / SUITE / "InRelease").unlink()
+        (copy / "repo/dists" / SUITE / "Release.gpg").unlink()
+    apt = Apt(tmp_path, f"file:{copy / 'repo'}", copy / "repo.gpg")
+    update = apt("apt-get", "update")
+    output = update.stdout + update.stderr
+    if signed:
+        assert update.returncode == 0, output
+        install = apt("apt-get", "install", "--yes", "ya-runtime-vm-nvidia")
+        assert install.returncode == 0, install.stdout + install.stderr
+        assert (apt.root / "usr/share/ya-runtime-vm-nvidia/VERSION").is_file()
+    else:
+        assert update.returncode != 0
+        assert re.search(r"E: The repository 'file:\S+ " + SUITE + " Release' is not signed",
+                         output), output
