@@ -73,7 +73,9 @@ def test_password_reaches_chpasswd_stdin_and_the_screen_only(machine: FakeMachin
     assert all(PASSWORD not in " ".join(argv) for argv in machine.runner.argvs)
     assert PASSWORD not in machine.log_text()
     assert PASSWORD not in machine.console.read_text()
-    assert any(PASSWORD in text for text in ui.texts("info"))
+    # Unattended: shown once, on the last screen, which stays on tty6.
+    assert [PASSWORD in text for text in ui.texts("info")][-1:] == [True]
+    assert sum(PASSWORD in text for _kind, _title, text in ui.shown) == 1
 
 
 def test_a_password_set_before_is_kept(machine: FakeMachine) -> None:
@@ -96,7 +98,9 @@ def test_interactive_run_asks_each_missing_value_and_asks_again_on_bad_input(
     assert main([], machine.services(ui)) == 0
     assert ui.answers == []
     assert any("glm_account = '0x1234'" in text for text in ui.texts("message"))
-    assert any(PASSWORD in text for text in ui.texts("message"))  # waits until read
+    # Someone is answering questions: the password waits until it has been read.
+    assert sum(PASSWORD in text for text in ui.texts("message")) == 1
+    assert not any(PASSWORD in text for text in ui.texts("info"))
     config = saved(machine)
     assert config["gpu_pci_slot"] == ["0000:01:00.0"]
     assert config["glm_per_hour"] == "0.25"
@@ -239,6 +243,17 @@ def test_saved_gpu_that_is_gone_is_rejected_non_interactive(machine: FakeMachine
     machine.write_first_boot(FULL_FIRST_BOOT.replace('"auto"', '["0000:02:00.0"]'))
     assert main([], machine.services(ScriptedUI())) == 2
     assert "gpu_pci_slot: 0000:02:00.0 is not a usable GPU here" in machine.console_lines()[-1]
+
+
+def test_complete_configuration_without_non_interactive_flag_never_waits(
+        tmp_path: Path) -> None:
+    machine = FakeMachine(tmp_path, gpu=False)
+    machine.write_first_boot(FULL_FIRST_BOOT.replace("non_interactive_install = true", ""))
+    ui = ScriptedUI()
+    assert main([], machine.services(ui)) == 1  # no GPU in this machine
+    assert ui.texts("message") == []  # a message box would block the boot unit
+    assert PASSWORD in ui.texts("info")[-1]
+    assert "no compatible GPU" in ui.texts("info")[-1]
 
 
 def test_shared_group_needs_insecure(tmp_path: Path) -> None:

@@ -118,10 +118,9 @@ def report_failure(wizard: Wizard, error: WizardError) -> None:
     services = wizard.services
     services.reporter.step(f"error: {error.line()}")
     try:
-        if wizard.non_interactive:
-            services.ui.info("Error", error.line() + FALLBACK_NOTE)
-        else:
-            services.ui.message("Error", error.line() + FALLBACK_NOTE)
+        # Not a message box: at boot nobody may press OK, and the unit must exit
+        # for the tty1 login to start. The box stays on screen after the exit.
+        services.ui.info("Error", error.line() + FALLBACK_NOTE + wizard.final_notice_text())
     except Exception as ui_broken:  # the screen is a courtesy; the log already has it
         services.reporter.detail(f"could not show the error on screen: {ui_broken}")
 

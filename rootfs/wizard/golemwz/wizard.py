@@ -60,6 +60,8 @@ class Wizard:
     services: Services
     settings: Settings = field(default_factory=Settings)
     first_boot_read: bool = False
+    # Nobody may be at the screen: shown on the last screen, which stays on tty6.
+    final_notice: str = ""
 
     @property
     def layout(self) -> SystemLayout:
@@ -68,6 +70,14 @@ class Wizard:
     @property
     def non_interactive(self) -> bool:
         return bool(self.settings.non_interactive_install)
+
+    def unattended(self) -> bool:
+        """True when no question will be asked, so nothing should wait for a key."""
+        required = ["accepted_terms", "storage_partition", "gpu_pci_slot"]
+        if self.layout.golem_installed():
+            required += ["glm_account", "glm_per_hour", "init_price"]
+        complete = all(getattr(self.settings, key) is not None for key in required)
+        return self.non_interactive or complete
 
     def step(self, summary: str) -> None:
         self.services.reporter.step(summary)
@@ -163,6 +173,11 @@ class Wizard:
             self.services.runner.run(["systemctl", "start", "--no-block", PROVIDER_SERVICE])
             self.step(f"started {PROVIDER_SERVICE}")
         self.step("done")
+        self.services.ui.info("GOLEM provider wizard",
+                              "Configuration complete." + self.final_notice_text())
+
+    def final_notice_text(self) -> str:
+        return f"\n\n{self.final_notice}" if self.final_notice else ""
 
     def accept_terms(self) -> None:
         ui = self.services.ui
@@ -210,8 +225,8 @@ class Wizard:
             accounts.set_password(runner, GOLEM_USER, password)
             text = (f"The password of user '{GOLEM_USER}' is:\n\n    {password}\n\n"
                     "Write it down now: it is shown only this once.")
-            if self.non_interactive:
-                self.services.ui.info("Password", text)
+            if self.unattended():
+                self.final_notice = text
             else:
                 self.services.ui.message("Password", text)
             self.step(f"generated a password for {GOLEM_USER} and showed it on screen")
