@@ -38,6 +38,7 @@ from builder.repo.keys import (
 from builder.runner import SubprocessRunner
 
 PUBLIC_KEY_NAME = "golem-gpu-live.gpg"  # published next to dists/ and pool/
+PROJECT_ROOT = Path(__file__).resolve().parents[2]
 F = TypeVar("F", bound=Callable[..., Any])
 
 
@@ -62,8 +63,7 @@ def _gnupghome_option(func: F) -> F:
 
 def _project_option(func: F) -> F:
     return click.option("--project-root", type=click.Path(file_okay=False, path_type=Path),
-                        default=Path("."), show_default=True,
-                        help="The golem-gpu-live checkout.")(func)
+                        default=PROJECT_ROOT, hidden=True)(func)
 
 
 def _project_version() -> str:
@@ -129,8 +129,8 @@ def channel_command(ref: str) -> None:
               help="Fingerprint of the signing key (default: the only secret key).")
 @click.option("--output", type=click.Path(file_okay=False, path_type=Path), default=None,
               help="Repository root to write (default: WORK_DIR/repo/CHANNEL).")
-@click.option("--work-dir", type=click.Path(file_okay=False, path_type=Path),
-              default=Path("work"), show_default=True)
+@click.option("--work-dir", type=click.Path(file_okay=False, path_type=Path), default=None,
+              help="WORK_DIR (default: PROJECT/work); logs go to WORK_DIR/logs.")
 @click.option("--profile", default="golem-provider", show_default=True,
               help="Profile whose suite, architecture and GOLEM packages the repository serves.")
 @click.option("--codename", default=None,
@@ -152,7 +152,7 @@ def channel_command(ref: str) -> None:
 @_project_option
 @one_line_errors
 def build_command(channel: str, packages_dirs: tuple[Path, ...], fingerprint: str | None,
-                  output: Path | None, work_dir: Path, profile: str, codename: str | None,
+                  output: Path | None, work_dir: Path | None, profile: str, codename: str | None,
                   valid_days: int,
                   use_github: bool, github_api: str, github_token: str | None,
                   source_date_epoch: int | None, keyring: Path | None,
@@ -167,6 +167,7 @@ def build_command(channel: str, packages_dirs: tuple[Path, ...], fingerprint: st
                          "set SOURCE_DATE_EPOCH=$(date +%s) or unset it")
     served = load_profile(project_root, profile)
     key = resolve_signing_key(gnupghome or default_gnupghome(None), fingerprint)
+    work_dir = work_dir or project_root / "work"
     root = output or work_dir / "repo" / channel
     project_keyring = keyring or _project_keyring(project_root, profile)
     if keyring is not None and not keyring.is_file():
