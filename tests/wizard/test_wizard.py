@@ -267,3 +267,24 @@ def test_shared_group_needs_insecure(tmp_path: Path) -> None:
     console = "\n".join(machine.console_lines())
     assert "golemwz: warning: --insecure: using 0000:01:00.0" in console
     assert "0000:00:14.0" in console.split("attached to vfio-pci: ")[-1]
+
+
+def test_network_progress_and_addresses_to_ssh_to(machine: FakeMachine) -> None:
+    machine.write_first_boot(FULL_FIRST_BOOT)
+    ui = ScriptedUI()
+    assert main([], machine.services(ui)) == 0
+    assert ui.texts("progress")[-1] == "100"
+    network_info = [text for kind, title, text in ui.shown if title == "Network" and
+                    kind == "info"]
+    assert network_info == ["Connect with: ssh golem@ADDRESS\n\n192.168.1.20"]  # no fe80::
+
+
+def test_no_network_is_a_warning_and_the_wizard_goes_on(machine: FakeMachine) -> None:
+    machine.write_first_boot(FULL_FIRST_BOOT)
+    machine.runner.responses[("nm-online",)] = (1, "")
+    ui = ScriptedUI()
+    assert main([], machine.services(ui)) == 0
+    assert len(machine.runner.matching("nm-online")) == 12
+    assert [int(p) for p in ui.texts("progress")] == sorted(int(p) for p in ui.texts("progress"))
+    assert any("golemwz: warning: NetworkManager reports no connection" in line
+               for line in machine.console_lines())
