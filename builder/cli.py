@@ -17,6 +17,7 @@ from builder.errors import BuildError
 from builder.mounts import safe_rmtree, sweep
 from builder.pipeline import Plan, default_stages, execute, make_plan
 from builder.preflight import check_root, check_tools
+from builder.repo.cli import repo
 from builder.repo.github import GitHubSettings
 from builder.runner import SubprocessRunner
 
@@ -146,6 +147,9 @@ def list_profiles() -> None:
     """List the profiles."""
     for name in profile_names(PROJECT_ROOT):
         click.echo(name)
+
+
+main.add_command(repo)
 
 
 def run() -> int:

@@ -37,6 +37,13 @@ def debian_sources(suite: str, mirror: str, security_mirror: str,
     return text
 
 
+def maintainer_keyring(config: BuildConfig) -> Path | None:
+    if not config.profile.golem.keyring:
+        return None
+    path = config.project_root / config.profile.golem.keyring
+    return path if path.is_file() else None
+
+
 def build_repo_sources(codename: str) -> str:
     # Signature checks stay on: the repository is signed even for a local build.
     return (f"Types: deb\nURIs: file:/{BUILD_REPO_DIR}\nSuites: {codename}\n"
@@ -79,6 +86,10 @@ class PackagesStage(Stage):
             self.depends = ("bootstrap", "repository")
     config_keys = ("profile.debian", "profile.packages", "profile.preseed",
                    "profile.user", "profile.user_groups", "profile.golem.packages")
+
+    def input_files(self, config: BuildConfig) -> list[Path]:
+        key = maintainer_keyring(config)
+        return [key] if key is not None else []
 
     def preflight(self, config: BuildConfig) -> None:
         check_debian_mirror(config.profile.debian.mirror, config.profile.debian.suite)
@@ -145,3 +156,13 @@ class PackagesStage(Stage):
         chroot.run(["apt-get", "update"])
         chroot.run(["apt-get", "install", "--yes", "--no-install-recommends",
                     "-o", "Dpkg::Options::=--force-confold", *profile.golem.packages])
+        maintainer_key = maintainer_keyring(ctx.config)
+        if maintainer_key is not None:
+            # Installed systems update from the published repository, which the
+            # maintainer's key signs; the build's own key only signed this install.
+            keyring.unlink()
+            shutil.copyfile(maintainer_key, keyring)
+            keyring.chmod(0o644)
+        else:
+            ctx.progress("no maintainer key (golem-live repo key): the image trusts this "
+                         "build's repository key, so it cannot verify published updates")
