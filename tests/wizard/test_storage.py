@@ -172,3 +172,17 @@ def test_mount_storage_twice_mounts_nothing_again(layout: SystemLayout) -> None:
     runner = RecordingRunner(responses={("mountpoint",): (0, "")})
     mount_storage(golem_storage(), layout, runner, quiet_reporter())
     assert runner.matching("mount") == []
+
+
+def test_a_later_boot_finds_storage_grown_and_does_not_claim_to_grow_it(
+        layout: SystemLayout) -> None:
+    """On the live system the marker is in RAM: the next boot plans again, changes nothing."""
+    runner = grow_runner(grown_by_sfdisk(), last_lba=STICK_SECTORS - 34)
+    console = layout.golem_home / "console"
+    layout.golem_home.mkdir(parents=True)
+    grow_golem_storage(golem_storage(), layout, runner, quiet_reporter(console=console))
+    assert runner.matching("sfdisk", "--relocate") == []
+    assert runner.matching("sfdisk", "--no-reread") == []
+    assert console.read_text().splitlines() == [
+        "golemwz: Golem storage (/dev/sda5) already reaches the end of /dev/sda; "
+        "filesystem checked and sized to it"]

@@ -6,7 +6,7 @@ import tomllib
 from pathlib import Path
 
 import pytest
-from golemwz import wizard
+from golemwz import confstore
 from golemwz.cli import main
 from golemwz.config import save_atomically
 from golemwz.layout import GOLEM_STORAGE_PARTUUID
@@ -39,8 +39,7 @@ def test_complete_first_boot_file_runs_all_steps_without_a_question(
     assert main([], machine.services(ui)) == 0
     order = programs(machine)
     expected_order = ["lsblk", "mount", "sfdisk", "resize2fs", "mount", "chpasswd", "nm-online",
-                      "golemsp setup", "ya-provider preset", "modprobe", "chown", "umount",
-                      "systemctl"]
+                      "golemsp setup", "ya-provider preset", "modprobe", "systemctl", "umount"]
     positions = [order.index(p, order.index(expected_order[i - 1]) if i else 0)
                  for i, p in enumerate(expected_order)]
     assert positions == sorted(positions), order
@@ -174,7 +173,7 @@ def test_failed_save_keeps_the_first_boot_file(machine: FakeMachine,
     def crash_before_rename(temporary: str, final: Path) -> None:
         raise OSError("No space left on device")
 
-    monkeypatch.setattr(wizard, "save_atomically",
+    monkeypatch.setattr(confstore, "save_atomically",
                         lambda settings, path: save_atomically(settings, path,
                                                                rename=crash_before_rename))
     assert main([], machine.services(ScriptedUI())) == 1
@@ -210,7 +209,9 @@ def test_storage_only_mounts_storage_and_does_nothing_else(machine: FakeMachine)
     machine.write_first_boot(FULL_FIRST_BOOT)
     assert main(["--storage-only"], machine.services(ScriptedUI())) == 0
     assert set(programs(machine)) <= {"lsblk", "mountpoint", "mount", "sfdisk", "partx",
-                                      "e2fsck", "resize2fs", "chown"}
+                                      "e2fsck", "resize2fs", "chown", "umount"}
+    # Only the conf partition, mounted to read golemwz.toml, is unmounted; storage stays.
+    assert machine.runner.matching("umount") == [("umount", str(machine.layout.conf_mount_dir))]
     assert ("mount", "--bind", str(machine.layout.storage_mount_dir / "golem-gpu-live"),
             str(machine.layout.local_dir)) in machine.runner.argvs
 

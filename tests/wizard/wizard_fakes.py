@@ -279,6 +279,19 @@ class FakeMachine:
         self.layout.first_boot_config.write_text(text)
         return self.layout.first_boot_config
 
+    def reboot(self) -> None:
+        """What a reboot of the live system leaves: partitions, not the RAM overlay.
+
+        The conf partition's files (the fake's conf_mount_dir) and the storage stay;
+        home, /var/lib and the log of commands and console lines are gone."""
+        import shutil
+
+        for ram in (self.layout.golem_home, self.layout.state_dir):
+            shutil.rmtree(ram, ignore_errors=True)
+        self.layout.golem_home.mkdir(parents=True)
+        self.console.unlink(missing_ok=True)
+        self.runner.calls.clear()
+
     def services(self, ui: ScriptedUI):
         from golemwz.wizard import Services
 

@@ -1,7 +1,8 @@
 """The wizard's configuration: keys, validation, precedence and atomic saving.
 
-Three layers, highest first: command-line flags, the saved ~/.golemwz.toml, the
-first-boot golemwz.toml on the `Golem conf storage` partition. Every value is
+Three layers, highest first: command-line flags, the saved configuration
+(golemwz-saved.toml on the `Golem conf storage` partition, seen as ~/.golemwz.toml:
+see confstore), the first-boot golemwz.toml on that partition. Every value is
 validated by the same function whatever its source, so a bad value gets the same
 message naming the key, the value and the fix.
 """

@@ -15,6 +15,8 @@ GOLEM_STORAGE_PARTLABEL = "Golem storage"
 CONF_PARTLABEL = "Golem conf storage"
 ROOT_PARTLABEL = "Golem root filesystem"
 FIRST_BOOT_FILE_NAME = "golemwz.toml"
+# The saved configuration, on the conf partition: /home is in RAM on the live system.
+SAVED_FILE_NAME = "golemwz-saved.toml"
 GOLEM_USER = "golem"
 PROVIDER_SERVICE = "golem-provider.service"
 # The directory on the storage partition that becomes ~golem/.local.
@@ -57,7 +59,13 @@ class SystemLayout:
 
     @property
     def saved_config(self) -> Path:
+        """The user-visible saved configuration: a symlink to conf_saved_config when
+        the conf partition exists, else a plain file (ISO: lost at reboot)."""
         return self.golem_home / ".golemwz.toml"
+
+    @property
+    def conf_saved_config(self) -> Path:
+        return self.conf_mount_dir / SAVED_FILE_NAME
 
     @property
     def log_file(self) -> Path:

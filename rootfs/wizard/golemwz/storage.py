@@ -224,7 +224,12 @@ def grow_golem_storage(partition: BlockDevice, layout: SystemLayout, runner: Run
             f"boot with NO AUTOSTART and run: sudo e2fsck {partition.path}")
     runner.run(["resize2fs", partition.path])
     marker.write_text(f"{partition.path} grown to the end of {disk}\n")
-    reporter.step(f"grew {GOLEM_STORAGE_PARTLABEL} ({partition.path}) to the end of {disk}")
+    if plan.grow_partition or plan.relocate_backup_header:
+        reporter.step(f"grew {GOLEM_STORAGE_PARTLABEL} ({partition.path}) to the end of {disk}")
+    else:
+        # A later boot (the marker is in RAM on the live system) or a resumed grow.
+        reporter.step(f"{GOLEM_STORAGE_PARTLABEL} ({partition.path}) already reaches the end "
+                      f"of {disk}; filesystem checked and sized to it")
 
 
 def mount_storage(partition: BlockDevice, layout: SystemLayout, runner: Runner,

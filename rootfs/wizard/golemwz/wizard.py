@@ -12,7 +12,8 @@ from decimal import Decimal
 from typing import Any
 
 from golemwz import accounts, network, provider, storage
-from golemwz.config import AUTO, VALIDATORS, Settings, parse_layer, read_toml, save_atomically
+from golemwz.config import AUTO, VALIDATORS, Settings, parse_layer
+from golemwz.confstore import ConfStore
 from golemwz.errors import ConfigError, WizardError
 from golemwz.layout import CONF_PARTLABEL, GOLEM_USER, PROVIDER_SERVICE, SystemLayout
 from golemwz.pci import PciAddress, device_exists, survey_gpus
@@ -60,8 +61,12 @@ class Wizard:
     services: Services
     settings: Settings = field(default_factory=Settings)
     first_boot_read: bool = False
+    save_attempted: bool = False
     # Nobody may be at the screen: shown on the last screen, which stays on tty6.
     final_notice: str = ""
+
+    def __post_init__(self) -> None:
+        self.store = ConfStore(self.layout, self.services.runner, self.services.reporter)
 
     @property
     def layout(self) -> SystemLayout:
@@ -86,13 +91,15 @@ class Wizard:
 
     def load_configuration(self) -> None:
         """Flags over the saved file over the first-boot file."""
-        saved_data = read_toml(self.layout.saved_config, "saved configuration")
+        saved_data, saved_path = self.store.read_saved()
         first_data = None
         if saved_data is None:
-            first_data = self._read_first_boot_file()
+            first_data = self.store.read_first_boot()
         else:
-            self.services.reporter.detail(
-                f"{self.layout.saved_config} exists: a first-boot golemwz.toml is not read")
+            self.step(f"read saved configuration {saved_path}")
+            if self.layout.first_boot_config.exists():
+                self.services.reporter.detail(
+                    f"{saved_path} exists: the first-boot golemwz.toml is not read")
         saved, saved_errors = parse_layer(saved_data or {}, "~/.golemwz.toml")
         first, first_errors = parse_layer(first_data or {}, "first-boot golemwz.toml")
         self.settings = self.flags.merged_over(saved.merged_over(first))
@@ -105,23 +112,6 @@ class Wizard:
             # The bad key was dropped; its question comes again in its step.
             self.services.ui.message("Configuration error", error.line())
             self.services.reporter.warn(error.line())
-
-    def _conf_partition(self) -> storage.BlockDevice | None:
-        return storage.find_partlabel(storage.read_block_devices(self.services.runner),
-                                      CONF_PARTLABEL)
-
-    def _read_first_boot_file(self) -> dict[str, object] | None:
-        partition = self._conf_partition()
-        if partition is None:
-            return None
-        runner, mount_dir = self.services.runner, self.layout.conf_mount_dir
-        mount_dir.mkdir(parents=True, exist_ok=True)
-        if runner.run(["mountpoint", "--quiet", str(mount_dir)], check=False).returncode != 0:
-            runner.run(["mount", partition.path, str(mount_dir)])
-        data = read_toml(self.layout.first_boot_config, "first-boot golemwz.toml")
-        if data is None:  # only the example file: nothing to keep the partition mounted for
-            runner.run(["umount", str(mount_dir)], check=False)
-        return data
 
     def obtain(self, key: str, ask: Callable[[], object | None], fix: str) -> Any:
         """The configured value of `key`, or a valid answer from the user."""
@@ -146,10 +136,22 @@ class Wizard:
     # -- the steps -----------------------------------------------------------
 
     def run(self) -> None:
-        self.load_configuration()
-        if self.options.storage_only:
-            self.configure_storage()
-            return
+        """All the steps, with the conf partition mounted from start to exit."""
+        self.store.open()
+        try:
+            self.load_configuration()
+            if self.options.storage_only:
+                self.configure_storage()
+                return
+            try:
+                self.run_steps()
+            except WizardError as error:
+                self.keep_configuration_after(error)
+                raise
+        finally:
+            self.store.close()
+
+    def run_steps(self) -> None:
         self.accept_terms()
         self.configure_storage()
         self.configure_access()
@@ -344,20 +346,36 @@ class Wizard:
         bind_to_vfio(layout.sysfs_root, layout.dev_root, devices, self.services.runner,
                      self.services.reporter, self.services.sysfs_write)
 
-    def save_configuration(self) -> None:
+    def save_configuration(self, after_failure: bool = False) -> None:
         if not self.options.save:
             self.step("--no-save: configuration not saved")
             return
+        self.save_attempted = True
         try:
-            save_atomically(self.settings, self.layout.saved_config)
+            path = self.store.save(self.settings)
         except OSError as error:
-            raise WizardError(f"cannot save {self.layout.saved_config}: {error}",
-                              "check that / is writable and not full") from None
-        self.services.runner.run(["chown", f"{GOLEM_USER}:{GOLEM_USER}",
-                                  str(self.layout.saved_config)])
-        self.step(f"configuration saved to {self.layout.saved_config}")
+            raise WizardError(f"cannot save {self.store.saved_path}: {error}",
+                              f"check that {self.store.saved_path.parent} is writable "
+                              "and not full") from None
+        where = (f"{path} on {CONF_PARTLABEL} ({self.layout.saved_config} links to it)"
+                 if path != self.layout.saved_config
+                 else f"{path} (not persistent: no {CONF_PARTLABEL} partition)")
+        self.step(f"configuration saved to {where}"
+                  + (", keeping what was configured before the failure" if after_failure else ""))
         if self.first_boot_read:
             # Only now: had the save failed, the first-boot file would still be there.
-            self.layout.first_boot_config.unlink(missing_ok=True)
-            self.services.runner.run(["umount", str(self.layout.conf_mount_dir)], check=False)
+            self.store.delete_first_boot()
+            self.first_boot_read = False
             self.step("first-boot golemwz.toml deleted: later ones are ignored")
+
+    def keep_configuration_after(self, error: WizardError) -> None:
+        """A later step failed (no GPU, a command): keep what is configured so far, so
+        the next boot does not ask again. Not for a bad value (the file must be fixed
+        first) nor before the terms were accepted."""
+        if (isinstance(error, ConfigError) or self.save_attempted
+                or self.settings.accepted_terms is not True):
+            return
+        try:
+            self.save_configuration(after_failure=True)
+        except WizardError as not_saved:
+            self.services.reporter.warn(not_saved.line())  # the first error is the one shown

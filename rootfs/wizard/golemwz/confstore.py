@@ -1,0 +1,112 @@
+"""Where the configuration files live: the `Golem conf storage` partition.
+
+On the live system /home is on the RAM overlay, so a file kept only in ~golem is
+gone at the next boot. The saved configuration is therefore `golemwz-saved.toml`
+on the conf partition (FAT, next to the first-boot golemwz.toml), and
+~golem/.golemwz.toml is a symlink to it, made once the partition is mounted.
+The partition stays mounted (with `uid=golem` and private permissions: the file
+holds the account and SSH keys) while the wizard runs, and is unmounted at exit,
+so the symlink resolves only while the wizard runs or after mounting it again.
+
+Booted from the ISO there is no conf partition: the saved file is then a plain
+~golem/.golemwz.toml, for this session only, and the log says so once.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+from golemwz.config import Settings, read_toml, save_atomically
+from golemwz.layout import CONF_PARTLABEL, GOLEM_USER, SystemLayout
+from golemwz.report import Reporter
+from golemwz.runner import Runner
+from golemwz.storage import find_partlabel, read_block_devices
+
+# FAT has no owners or modes: these make every file golem's and private, which
+# is also what lets save_atomically's chmod 0600 succeed (vfat refuses a chmod
+# that its mount options cannot represent).
+CONF_MOUNT_OPTIONS = f"uid={GOLEM_USER},gid={GOLEM_USER},umask=0077"
+
+
+@dataclass
+class ConfStore:
+    layout: SystemLayout
+    runner: Runner
+    reporter: Reporter
+    on_partition: bool = False  # the conf partition is mounted on layout.conf_mount_dir
+    mounted_here: bool = False  # ...by us, so we unmount it at exit
+
+    def open(self) -> None:
+        """Mount the conf partition when there is one; link ~/.golemwz.toml to its file."""
+        partition = find_partlabel(read_block_devices(self.runner), CONF_PARTLABEL)
+        if partition is None:
+            self.reporter.warn(
+                f"no '{CONF_PARTLABEL}' partition (booted from the ISO?): the configuration "
+                f"is kept in {self.layout.saved_config}, which is lost at reboot")
+            return
+        mount_dir = self.layout.conf_mount_dir
+        mount_dir.mkdir(parents=True, exist_ok=True)
+        if self.runner.run(["mountpoint", "--quiet", str(mount_dir)],
+                           check=False).returncode != 0:
+            self.runner.run(["mount", "-o", CONF_MOUNT_OPTIONS, partition.path, str(mount_dir)])
+            self.mounted_here = True
+        self.on_partition = True
+        if self.layout.conf_saved_config.exists():
+            self.link_home()
+
+    def close(self) -> None:
+        if self.mounted_here:
+            self.runner.run(["umount", str(self.layout.conf_mount_dir)], check=False)
+            self.mounted_here = False
+
+    @property
+    def saved_path(self) -> Path:
+        """The real file the saved configuration is written to."""
+        if self.on_partition:
+            return self.layout.conf_saved_config
+        return self.layout.saved_config
+
+    def read_saved(self) -> tuple[dict[str, object] | None, Path]:
+        """The saved configuration's table (None if there is none) and where it was read.
+
+        A plain ~/.golemwz.toml (written in an earlier run of this session without
+        the partition) is read when the partition has no saved file yet; the next
+        save moves it there.
+        """
+        for path in dict.fromkeys([self.saved_path, self.layout.saved_config]):
+            data = read_toml(path, "saved configuration")
+            if data is not None:
+                return data, path
+        return None, self.saved_path
+
+    def read_first_boot(self) -> dict[str, object] | None:
+        if not self.on_partition:
+            return None
+        return read_toml(self.layout.first_boot_config, "first-boot golemwz.toml")
+
+    def save(self, settings: Settings) -> Path:
+        """Write atomically where it persists; OSError if that fails."""
+        save_atomically(settings, self.saved_path)
+        if self.on_partition:
+            self.link_home()
+        else:
+            self.runner.run(["chown", f"{GOLEM_USER}:{GOLEM_USER}", str(self.saved_path)])
+        return self.saved_path
+
+    def delete_first_boot(self) -> None:
+        self.layout.first_boot_config.unlink(missing_ok=True)
+
+    def link_home(self) -> None:
+        """Make ~/.golemwz.toml a symlink to the file on the partition, replacing it atomically."""
+        link = self.layout.saved_config
+        target = self.layout.conf_saved_config
+        if link.is_symlink() and Path(os.readlink(link)) == target:
+            return
+        link.parent.mkdir(parents=True, exist_ok=True)
+        temporary = link.with_name(f".golemwz-link-{os.getpid()}")
+        temporary.unlink(missing_ok=True)
+        temporary.symlink_to(target)
+        os.replace(temporary, link)
+        self.reporter.detail(f"{link} -> {target}")
