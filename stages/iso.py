@@ -1,0 +1,80 @@
+"""The hybrid ISO: golem-gpu-live-VERSION.iso, bootable from CD and from a stick.
+
+BIOS: GRUB's i386-pc El Torito core, and boot_hybrid.img as the MBR so the
+same file dd'ed to a stick boots too. UEFI: the El Torito alternative image
+efi.img (FAT with shim and Debian's signed GRUB), also exposed as a GPT
+partition for firmware that boots the ISO from a stick. Signed GRUB finds the
+ISO's root through /.disk/info and reads /boot/grub/grub.cfg (see the
+bootloader stage).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from pathlib import Path
+
+from builder.config import BuildConfig
+from builder.errors import BuildError
+from builder.stage import Stage, StageContext
+
+LIVE_FILES = ("vmlinuz", "initrd.img", "filesystem.squashfs")
+ELTORITO_PATH = "boot/grub/i386-pc/eltorito.img"
+EFI_IMAGE_PATH = "boot/grub/efi.img"
+
+
+def volume_id(config: BuildConfig) -> str:
+    """ISO 9660 volume ids allow 32 upper-case letters, digits and underscores."""
+    text = re.sub(r"[^A-Z0-9_]", "_", f"GOLEM_LIVE_{config.version}".upper())
+    return text[:32]
+
+
+def xorriso_argv(config: BuildConfig, squashfs_out: Path, boot_out: Path,
+                 iso: Path) -> list[str | os.PathLike[str]]:
+    """xorriso's mkisofs emulation, laid out from the stage inputs by graft points
+    (nothing is copied into a staging tree)."""
+    grafts = {f"/live/{name}": squashfs_out / "live" / name for name in LIVE_FILES}
+    grafts.update({
+        "/boot/grub/grub.cfg": boot_out / "media/boot/grub/grub.cfg",
+        "/.disk/info": boot_out / "media/.disk/info",
+        f"/{ELTORITO_PATH}": boot_out / "bios/eltorito.img",
+        f"/{EFI_IMAGE_PATH}": boot_out / "efi.img",
+    })
+    return [
+        "xorriso", "-as", "mkisofs",
+        "-output", iso,
+        "-volid", volume_id(config),
+        "-iso-level", "3",  # the squashfs may be larger than 4 GiB
+        "-rational-rock", "-joliet", "-joliet-long",
+        # BIOS: El Torito no-emulation GRUB core; as a disk, boot_hybrid.img.
+        "-eltorito-boot", ELTORITO_PATH, "-eltorito-catalog", "boot/grub/boot.cat",
+        "-no-emul-boot", "-boot-load-size", "4", "-boot-info-table",
+        "--grub2-boot-info", "--grub2-mbr", boot_out / "bios/boot_hybrid.img",
+        # UEFI: El Torito EFI image, also a GPT partition when dd'ed to a stick.
+        "-eltorito-alt-boot", "-e", EFI_IMAGE_PATH, "-no-emul-boot",
+        "-isohybrid-gpt-basdat",
+        "-graft-points",
+        *[f"{target}={source}" for target, source in grafts.items()],
+    ]
+
+
+class IsoStage(Stage):
+    name = "iso"
+    version = 1
+    depends = ("squashfs", "bootloader")
+    config_keys = ("image_name", "version")
+    final = True
+    description = "hybrid ISO (BIOS and UEFI, CD and USB)"
+
+    def published(self, config: BuildConfig) -> list[str]:
+        return [f"{config.image_name}.iso"]
+
+    def run(self, ctx: StageContext) -> None:
+        squashfs_out, boot_out = ctx.inputs["squashfs"], ctx.inputs["bootloader"]
+        for name in LIVE_FILES:
+            if not (squashfs_out / "live" / name).exists():
+                raise BuildError(f"the squashfs stage output lacks live/{name}",
+                                 "rebuild it: golem-live build --force squashfs")
+        iso = ctx.output / f"{ctx.config.image_name}.iso"
+        ctx.progress("writing the ISO with xorriso")
+        ctx.runner.run(xorriso_argv(ctx.config, squashfs_out, boot_out, iso))

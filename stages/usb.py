@@ -1,0 +1,114 @@
+"""The GPT USB image: golem-gpu-live-VERSION.img, bootable under BIOS and UEFI.
+
+Partitions (partitions/layout.toml): EFI System (shim + signed GRUB and a
+grub.cfg stub that finds the root filesystem by UUID), BIOS boot partition
+(GRUB i386-pc core.img), Golem conf storage (golemwz-example.toml), Golem root
+filesystem (the live medium: /live, /boot/grub/grub.cfg, /.disk/info) and
+Golem storage (small empty ext4 with the fixed PARTUUID).
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
+from builder.config import BuildConfig
+from builder.errors import BuildError
+from builder.stage import Stage, StageContext
+from partitions.assemble import (
+    assemble_disk,
+    ext4_content_bytes,
+    install_grub_bios,
+    make_ext4_image,
+    make_fat_image,
+)
+from partitions.layout import LAYOUT_PATH, MIB, load_layout, plan_disk
+
+EXAMPLE_CONF = Path("rootfs/overlay/common/usr/share/golemwz/golemwz-example.toml")
+LIVE_FILES = ("vmlinuz", "initrd.img", "filesystem.squashfs")
+ESP_EFI_FILES = ("BOOTX64.EFI", "grubx64.efi", "mmx64.efi")
+
+
+def link_or_copy(source: Path, target: Path) -> None:
+    """Hard-link when source and target share a filesystem (no copy of the squashfs)."""
+    target.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        os.link(source, target)
+    except OSError:
+        shutil.copyfile(source, target)
+
+
+def stage_live_medium(squashfs_out: Path, bootloader_out: Path, tree: Path) -> None:
+    """Lay out the root filesystem's content in `tree` (for mkfs.ext4 -d)."""
+    for name in LIVE_FILES:
+        source = squashfs_out / "live" / name
+        if not source.exists():
+            raise BuildError(f"the squashfs stage output lacks live/{name}",
+                             "rebuild it: golem-live build --force squashfs")
+        link_or_copy(source, tree / "live" / name)
+    link_or_copy(bootloader_out / "media/boot/grub/grub.cfg", tree / "boot/grub/grub.cfg")
+    link_or_copy(bootloader_out / "media/.disk/info", tree / ".disk/info")
+
+
+class UsbImageStage(Stage):
+    name = "usb"
+    version = 1
+    depends = ("squashfs", "bootloader")
+    config_keys = ("image_name", "seed")
+    final = True
+    description = "GPT USB disk image"
+
+    def input_files(self, config: BuildConfig) -> list[Path]:
+        return [LAYOUT_PATH, config.project_root / EXAMPLE_CONF]
+
+    def published(self, config: BuildConfig) -> list[str]:
+        return [f"{config.image_name}.img"]
+
+    def run(self, ctx: StageContext) -> None:
+        config = ctx.config
+        squashfs_out, boot_out = ctx.inputs["squashfs"], ctx.inputs["bootloader"]
+        example = config.project_root / EXAMPLE_CONF
+        if not example.exists():
+            raise BuildError(f"{EXAMPLE_CONF} is missing", "restore it from git")
+        layout = load_layout()
+
+        # Scratch space next to the cache so the squashfs can be hard-linked.
+        config.tmp_dir.mkdir(parents=True, exist_ok=True)
+        scratch = Path(tempfile.mkdtemp(prefix="usb-scratch-", dir=config.tmp_dir))
+        ctx.stack.callback(shutil.rmtree, scratch, ignore_errors=True)
+
+        ctx.progress("staging the live medium")
+        tree = scratch / "root"
+        stage_live_medium(squashfs_out, boot_out, tree)
+        plan = plan_disk(layout, config.seed, {"root": ext4_content_bytes(tree)})
+        images = {key: scratch / f"{key}.img" for key in ("esp", "conf", "root", "storage")}
+
+        def fat(key: str, files: dict[str, Path]) -> None:
+            part = plan.part(key)
+            ctx.progress(f"making {part.spec.name}")
+            make_fat_image(ctx.runner, images[key], part.spec, part.ids.fs_uuid,
+                           part.size_bytes, files)
+
+        def ext4(key: str, content: Path | None) -> None:
+            part = plan.part(key)
+            ctx.progress(f"making {part.spec.name} ({part.size_bytes // MIB} MiB)")
+            make_ext4_image(ctx.runner, images[key], part.spec, part.ids, part.size_bytes,
+                            content)
+
+        esp_files = {f"/EFI/BOOT/{n}": boot_out / "esp/EFI/BOOT" / n for n in ESP_EFI_FILES}
+        esp_files["/boot/grub/grub.cfg"] = boot_out / "usb/esp-grub.cfg"
+        fat("esp", esp_files)
+        fat("conf", {"/golemwz-example.toml": example})
+        ext4("root", tree)
+        ext4("storage", None)
+
+        ctx.progress("partitioning and assembling the disk image")
+        disk = ctx.output / f"{config.image_name}.img"
+        assemble_disk(ctx.runner, plan, disk, images)
+        install_grub_bios(disk, plan, (boot_out / "bios/boot.img").read_bytes(),
+                          (boot_out / "bios/core.img").read_bytes())
+        # Removed here, not only by the stack: the output dir may be committed
+        # before the stack unwinds, and scratch must not outlive the stage.
+        shutil.rmtree(scratch, ignore_errors=True)
