@@ -37,6 +37,10 @@ FIRMWARES: tuple[Firmware, ...] = ("bios", "uefi")
 
 OVMF_CODE = Path("/usr/share/OVMF/OVMF_CODE_4M.fd")
 OVMF_VARS = Path("/usr/share/OVMF/OVMF_VARS_4M.fd")
+# Secure Boot: firmware that enforces it (needs SMM) and variables with
+# Microsoft's keys enrolled, as on a typical PC; shim is signed by Microsoft.
+OVMF_SECBOOT_CODE = Path("/usr/share/OVMF/OVMF_CODE_4M.secboot.fd")
+OVMF_MS_VARS = Path("/usr/share/OVMF/OVMF_VARS_4M.ms.fd")
 
 GRUB_MENU_HEADER = "GNU GRUB"
 GRUB_KEY_DOWN = b"v"
@@ -79,9 +83,18 @@ class BootOptions:
     # Serial console on the caller's terminal (type into the guest; Ctrl-A x quits)
     # instead of a pipe that boot() watches. Only without expect and actions.
     interactive: bool = False
+    secure_boot: bool = False  # UEFI only
     qemu: str = "qemu-system-x86_64"
     ovmf_code: Path = OVMF_CODE
-    ovmf_vars: Path = OVMF_VARS
+    ovmf_vars: Path = OVMF_VARS  # a template: boot() hands QEMU a copy
+    ovmf_secboot_code: Path = OVMF_SECBOOT_CODE
+    ovmf_secboot_vars: Path = OVMF_MS_VARS
+
+    def firmware_files(self) -> tuple[Path, Path]:
+        """OVMF's code and variables template for this boot."""
+        if self.secure_boot:
+            return self.ovmf_secboot_code, self.ovmf_secboot_vars
+        return self.ovmf_code, self.ovmf_vars
 
     def console_log(self) -> Path:
         if self.log_path is not None:
@@ -104,7 +117,8 @@ def _drive_value(path: Path) -> str:
 
 def qemu_argv(options: BootOptions, ovmf_vars_copy: Path | None = None) -> list[str]:
     """The QEMU command line. For UEFI, ovmf_vars_copy is the writable VARS copy."""
-    argv = [options.qemu, "-machine", "q35", "-m", str(options.memory_mib),
+    machine = "q35,smm=on" if options.secure_boot else "q35"
+    argv = [options.qemu, "-machine", machine, "-m", str(options.memory_mib),
             "-smp", str(options.cpus)]
     argv += ["-accel", "kvm", "-cpu", "host"] if options.kvm else ["-accel", "tcg"]
     argv += ["-nodefaults", "-no-reboot", "-display", "none", "-vga", "std",
@@ -112,9 +126,12 @@ def qemu_argv(options: BootOptions, ovmf_vars_copy: Path | None = None) -> list[
     if options.firmware == "uefi":
         if ovmf_vars_copy is None:
             raise ValueError("UEFI boots need a writable copy of the OVMF variables")
-        argv += ["-drive", f"if=pflash,format=raw,unit=0,readonly=on,"
-                           f"file={_drive_value(options.ovmf_code)}",
+        code, _ = options.firmware_files()
+        argv += ["-drive", f"if=pflash,format=raw,unit=0,readonly=on,file={_drive_value(code)}",
                  "-drive", f"if=pflash,format=raw,unit=1,file={_drive_value(ovmf_vars_copy)}"]
+        if options.secure_boot:
+            # Only SMM code may write the variable store, else Secure Boot is moot.
+            argv += ["-global", "driver=cfi.pflash01,property=secure,value=on"]
     image = _drive_value(options.image)
     if options.media == "usb":
         # A USB stick, as users boot it; snapshot=on leaves the image untouched.
@@ -244,8 +261,10 @@ def check_host(options: BootOptions) -> None:
     if not options.image.is_file():
         raise BuildError(f"image {options.image} does not exist",
                          "build it first: make root image")
+    if options.secure_boot and options.firmware != "uefi":
+        raise BuildError("Secure Boot needs UEFI firmware", "use --firmware uefi")
     if options.firmware == "uefi":
-        for path in (options.ovmf_code, options.ovmf_vars):
+        for path in options.firmware_files():
             if not path.is_file():
                 raise BuildError(f"UEFI firmware file {path} is missing", "apt install ovmf")
     if options.interactive and (options.expect or options.actions):
@@ -264,7 +283,7 @@ def boot(options: BootOptions, echo: Callable[[bytes], None] | None = None) -> B
         vars_copy = None
         if options.firmware == "uefi":
             vars_copy = temp / "OVMF_VARS.fd"  # OVMF writes its variables; keep ours pristine
-            shutil.copyfile(options.ovmf_vars, vars_copy)
+            shutil.copyfile(options.firmware_files()[1], vars_copy)
         argv = qemu_argv(options, vars_copy)
         if options.interactive:
             return _boot_interactive(argv, options, stack, started, log_path)

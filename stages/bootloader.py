@@ -36,7 +36,7 @@ from builder.errors import BuildError
 from builder.stage import Stage, StageContext
 from partitions.assemble import fat_image_bytes, make_fat_image
 from partitions.layout import (
-    LAYOUT_PATH,
+    LAYOUT_FILE,
     PartitionSpec,
     derive_ids,
     fat_volume_id,
@@ -147,7 +147,7 @@ class BootloaderStage(Stage):
 
     def input_files(self, config: BuildConfig) -> list[Path]:
         # Host files count too: a shim or GRUB security update must rebuild the media.
-        return [config.project_root / GRUB_CFG_TEMPLATE, LAYOUT_PATH,
+        return [config.project_root / GRUB_CFG_TEMPLATE, config.project_root / LAYOUT_FILE,
                 SHIM, MOK_MANAGER, SIGNED_GRUB, *bios_input_files()]
 
     def run(self, ctx: StageContext) -> None:
@@ -160,7 +160,8 @@ class BootloaderStage(Stage):
         ctx.progress("writing grub.cfg and /.disk/info")
         _write(out / "media/boot/grub/grub.cfg", render_grub_cfg(config))
         _write(out / "media/.disk/info", disk_info(config))
-        root_uuid = derive_ids(load_layout(), config.seed).partitions["root"].blkid_uuid
+        layout = load_layout(config.project_root / LAYOUT_FILE)
+        root_uuid = derive_ids(layout, config.seed).partitions["root"].blkid_uuid
         _write(out / "usb/esp-grub.cfg", usb_esp_grub_cfg(root_uuid))
         _write(out / "bios/core.cfg", bios_core_config(root_uuid))
 

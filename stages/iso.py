@@ -17,6 +17,7 @@ from pathlib import Path
 from builder.config import BuildConfig
 from builder.errors import BuildError
 from builder.stage import Stage, StageContext
+from partitions.layout import seeded_uuid
 
 LIVE_FILES = ("vmlinuz", "initrd.img", "filesystem.squashfs")
 ELTORITO_PATH = "boot/grub/i386-pc/eltorito.img"
@@ -50,9 +51,11 @@ def xorriso_argv(config: BuildConfig, squashfs_out: Path, boot_out: Path,
         "-eltorito-boot", ELTORITO_PATH, "-eltorito-catalog", "boot/grub/boot.cat",
         "-no-emul-boot", "-boot-load-size", "4", "-boot-info-table",
         "--grub2-boot-info", "--grub2-mbr", boot_out / "bios/boot_hybrid.img",
-        # UEFI: El Torito EFI image, also a GPT partition when dd'ed to a stick.
+        # UEFI: El Torito EFI image, also a GPT partition when dd'ed to a stick
+        # (as grub-mkrescue does; -isohybrid-gpt-basdat needs an isolinux MBR).
         "-eltorito-alt-boot", "-e", EFI_IMAGE_PATH, "-no-emul-boot",
-        "-isohybrid-gpt-basdat",
+        "-efi-boot-part", "--efi-boot-image", "--protective-msdos-label",
+        "--gpt_disk_guid", seeded_uuid(config.seed, "iso/gpt"),  # partition GUIDs follow
         "-graft-points",
         *[f"{target}={source}" for target, source in grafts.items()],
     ]
@@ -62,7 +65,7 @@ class IsoStage(Stage):
     name = "iso"
     version = 1
     depends = ("squashfs", "bootloader")
-    config_keys = ("image_name", "version")
+    config_keys = ("image_name", "version", "seed")
     final = True
     description = "hybrid ISO (BIOS and UEFI, CD and USB)"
 

@@ -24,7 +24,7 @@ from partitions.assemble import (
     make_ext4_image,
     make_fat_image,
 )
-from partitions.layout import LAYOUT_PATH, MIB, load_layout, plan_disk
+from partitions.layout import LAYOUT_FILE, MIB, load_layout, plan_disk
 
 EXAMPLE_CONF = Path("rootfs/overlay/common/usr/share/golemwz/golemwz-example.toml")
 LIVE_FILES = ("vmlinuz", "initrd.img", "filesystem.squashfs")
@@ -61,7 +61,7 @@ class UsbImageStage(Stage):
     description = "GPT USB disk image"
 
     def input_files(self, config: BuildConfig) -> list[Path]:
-        return [LAYOUT_PATH, config.project_root / EXAMPLE_CONF]
+        return [config.project_root / LAYOUT_FILE, config.project_root / EXAMPLE_CONF]
 
     def published(self, config: BuildConfig) -> list[str]:
         return [f"{config.image_name}.img"]
@@ -72,7 +72,7 @@ class UsbImageStage(Stage):
         example = config.project_root / EXAMPLE_CONF
         if not example.exists():
             raise BuildError(f"{EXAMPLE_CONF} is missing", "restore it from git")
-        layout = load_layout()
+        layout = load_layout(config.project_root / LAYOUT_FILE)
 
         # Scratch space next to the cache so the squashfs can be hard-linked.
         config.tmp_dir.mkdir(parents=True, exist_ok=True)
