@@ -17,6 +17,16 @@ from builder.errors import BuildError
 from builder.mounts import safe_rmtree, sweep
 from builder.pipeline import Plan, default_stages, execute, make_plan
 from builder.preflight import check_root, check_tools
+from builder.qemu import (
+    FIRMWARES,
+    MEDIA,
+    NO_AUTOSTART_ENTRY,
+    BootOptions,
+    Firmware,
+    Media,
+    select_menu_entry,
+)
+from builder.qemu import boot as boot_image
 from builder.repo.cli import repo
 from builder.repo.github import GitHubSettings
 from builder.runner import SubprocessRunner
@@ -142,6 +152,47 @@ def clean(tmp_dir: Path, work_dir: Path, sweep_only: bool) -> None:
             click.echo(f"removed {image}")
 
 
+@main.command()
+@click.option("--media", type=click.Choice(MEDIA), default="usb", show_default=True)
+@click.option("--firmware", type=click.Choice(FIRMWARES), default="uefi", show_default=True)
+@click.option("--timeout", type=float, default=None,
+              help="Seconds before giving up (default: 600 with --expect, else none).")
+@click.option("--expect", default=None, help="Exit 0 when this text appears on the console.")
+@click.option("--kvm", is_flag=True, help="Use KVM instead of software emulation.")
+@click.option("--secure-boot", is_flag=True, help="UEFI with Secure Boot enforced.")
+@click.option("--no-autostart", is_flag=True, help="Boot the NO AUTOSTART menu entry.")
+@click.option("--image", type=click.Path(path_type=Path, dir_okay=False), default=None,
+              help="Image to boot (default: the built one in WORK_DIR).")
+@click.option("--version", "image_version", default="dev", show_default=True)
+@click.option("--work-dir", type=click.Path(path_type=Path), default=DEFAULT_WORK_DIR,
+              show_default=True)
+def boot(media: Media, firmware: Firmware, timeout: float | None, expect: str | None,
+         kvm: bool, secure_boot: bool, no_autostart: bool, image: Path | None,
+         image_version: str, work_dir: Path) -> None:
+    """Boot the built image in QEMU with the serial console captured to a log."""
+    suffix = "img" if media == "usb" else "iso"
+    image = image or work_dir / f"golem-gpu-live-{image_version}.{suffix}"
+    if not image.is_file():
+        raise BuildError(f"no image at {image}", "build it first: make image")
+    watched = expect is not None or no_autostart or not sys.stdin.isatty()
+    options = BootOptions(
+        image=image, media=media, firmware=firmware, kvm=kvm, secure_boot=secure_boot,
+        timeout=timeout if timeout is not None else (600.0 if expect else None),
+        expect=expect, interactive=not watched,
+        actions=(select_menu_entry(NO_AUTOSTART_ENTRY),) if no_autostart else ())
+    click.echo(f"booting {image.name} ({media}, {firmware}); console log: "
+               f"{options.console_log()}", err=True)
+    result = boot_image(options, echo=None if options.interactive else _echo_console)
+    click.echo(f"{result.reason} after {result.seconds:.0f}s", err=True)
+    if result.returncode != 0:
+        raise click.exceptions.Exit(result.returncode)
+
+
+def _echo_console(data: bytes) -> None:
+    sys.stdout.buffer.write(data)
+    sys.stdout.flush()
+
+
 @main.command("profiles")
 def list_profiles() -> None:
     """List the profiles."""
@@ -170,6 +221,8 @@ def run() -> int:
     except click.ClickException as err:
         err.show()
         return err.exit_code
+    except click.exceptions.Exit as exit_:
+        return exit_.exit_code
     return 0
 
 
