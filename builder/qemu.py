@@ -68,6 +68,11 @@ def select_menu_entry(index: int) -> ConsoleAction:
 NO_AUTOSTART_ENTRY = 1  # position of "NO AUTOSTART" in rootfs/boot/grub.cfg.j2
 
 
+def image_path(work_dir: Path, image_name: str, media: Media) -> Path:
+    """Where the build publishes the image of `media` (WORK_DIR/golem-gpu-live-V.iso|.img)."""
+    return work_dir / f"{image_name}.{'iso' if media == 'iso' else 'img'}"
+
+
 @dataclass(frozen=True)
 class BootOptions:
     image: Path

@@ -54,13 +54,14 @@ def make_fat_image(runner: Runner, image: Path, spec: PartitionSpec, volume_id: 
     """Create a FAT filesystem image holding `files` (destination path -> source)."""
     if image.exists():
         image.unlink()  # mkfs.vfat -C refuses to overwrite
-    argv: list[str | os.PathLike[str]] = ["mkfs.vfat", "-C"]
+    # --invariant pins the time-based fields so the image is reproducible; it
+    # also sets a fixed volume id, so -i must come after it to win.
+    argv: list[str | os.PathLike[str]] = ["mkfs.vfat", "-C", "--invariant", "-i", volume_id]
     if spec.fat_bits:
         argv += ["-F", str(spec.fat_bits)]
     if spec.fs_label:
         argv += ["-n", spec.fs_label]
-    # --invariant pins the remaining time-based fields so the image is reproducible.
-    argv += ["-i", volume_id, "--invariant", image, str(size_bytes // 1024)]
+    argv += [image, str(size_bytes // 1024)]
     runner.run(argv)
     for directory in fat_directories(list(files)):
         runner.run(["mmd", "-i", image, f"::{directory}"], env=MTOOLS_ENV)

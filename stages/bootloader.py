@@ -14,14 +14,21 @@ Output (read by the iso and usb stages):
     bios/eltorito.img          GRUB i386-pc El Torito core for the ISO
     bios/boot_hybrid.img       the ISO's MBR for booting it from a stick
 
-How the media find grub.cfg: Debian's signed GRUB (gcdx64.efi) has the prefix
-/boot/grub on the device it was loaded from; when that does not exist it
-searches every disk for /.disk/info and uses ($root)/boot/grub. The ISO's
-efi.img has no /boot, so the ISO root is found by /.disk/info. On the USB
-image the ESP does hold /boot/grub/grub.cfg: a stub that finds the root
-filesystem by its seed-derived UUID, so another Golem or Debian medium
-plugged in cannot be picked by mistake. The BIOS cores embed the same stub
-(USB) or use the boot device itself (ISO, as grub-mkrescue does).
+How each boot path finds grub.cfg:
+- UEFI (ISO and USB): firmware starts EFI/BOOT/BOOTX64.EFI (shim), which
+  starts grubx64.efi beside it (Debian's signed gcdx64.efi). Its built-in
+  config: if $prefix (/boot/grub on the device GRUB came from) does not exist,
+  `search --file /.disk/info` sets $root and $prefix=($root)/boot/grub; then it
+  sources $prefix/grub.cfg.
+  ISO: efi.img has no /boot, so /.disk/info finds the ISO 9660 tree.
+  USB: the ESP does have /boot/grub/grub.cfg (usb/esp-grub.cfg): it finds the
+  root filesystem by its seed-derived UUID, so another Golem or Debian medium
+  plugged in is never picked, and sources that filesystem's grub.cfg.
+- BIOS, USB: MBR boot.img loads core.img from the BIOS boot partition; its
+  built-in bios/core.cfg does the same UUID search, then GRUB's normal mode
+  reads $prefix/grub.cfg.
+- BIOS, ISO: El Torito loads eltorito.img (from a CD), or boot_hybrid.img in
+  the MBR loads it (from a stick); its prefix /boot/grub is on the boot device.
 """
 
 from __future__ import annotations

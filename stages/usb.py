@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import tempfile
 from pathlib import Path
 
 from builder.config import BuildConfig
@@ -74,9 +73,10 @@ class UsbImageStage(Stage):
             raise BuildError(f"{EXAMPLE_CONF} is missing", "restore it from git")
         layout = load_layout(config.project_root / LAYOUT_FILE)
 
-        # Scratch space next to the cache so the squashfs can be hard-linked.
-        config.tmp_dir.mkdir(parents=True, exist_ok=True)
-        scratch = Path(tempfile.mkdtemp(prefix="usb-scratch-", dir=config.tmp_dir))
+        # Scratch inside the stage's own temp output: a killed build leaves it
+        # where the cache's sweep of unfinished entries removes it.
+        scratch = ctx.output / ".scratch"
+        scratch.mkdir()
         ctx.stack.callback(shutil.rmtree, scratch, ignore_errors=True)
 
         ctx.progress("staging the live medium")
@@ -110,5 +110,5 @@ class UsbImageStage(Stage):
         install_grub_bios(disk, plan, (boot_out / "bios/boot.img").read_bytes(),
                           (boot_out / "bios/core.img").read_bytes())
         # Removed here, not only by the stack: the output dir may be committed
-        # before the stack unwinds, and scratch must not outlive the stage.
-        shutil.rmtree(scratch, ignore_errors=True)
+        # before the stack unwinds, and scratch must not go into the cache.
+        shutil.rmtree(scratch)

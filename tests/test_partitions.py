@@ -160,8 +160,8 @@ def test_make_fat_image_argv(tmp_path: Path, layout) -> None:
     make_fat_image(runner, image, layout.spec("conf"), "ABCD1234", 16 * MIB,
                    {"/golemwz-example.toml": source})
     mkfs, mcopy = runner.argvs
-    assert mkfs == ("mkfs.vfat", "-C", "-F", "16", "-n", "GOLEMCONF", "-i", "ABCD1234",
-                    "--invariant", str(image), str(16 * 1024))
+    assert mkfs == ("mkfs.vfat", "-C", "--invariant", "-i", "ABCD1234", "-F", "16",
+                    "-n", "GOLEMCONF", str(image), str(16 * 1024))
     assert mcopy == ("mcopy", "-i", str(image), "-m", str(source), "::/golemwz-example.toml")
     assert runner.calls[1].env == {"MTOOLS_SKIP_CHECK": "1"}
 

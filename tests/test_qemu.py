@@ -22,6 +22,7 @@ from builder.qemu import (
     ConsoleAction,
     ConsoleWatcher,
     boot,
+    image_path,
     qemu_argv,
     select_menu_entry,
     strip_ansi,
@@ -110,6 +111,11 @@ def test_interactive_puts_the_console_on_the_terminal_and_logs_it() -> None:
 def test_default_log_sits_next_to_the_image() -> None:
     assert options(media="iso", firmware="uefi").console_log() == Path(
         "/images/golem-gpu-live-1.0.boot-iso-uefi.log")
+
+
+def test_image_path_names_the_published_files() -> None:
+    assert image_path(Path("/w"), "golem-gpu-live-1.0", "iso") == Path("/w/golem-gpu-live-1.0.iso")
+    assert image_path(Path("/w"), "golem-gpu-live-1.0", "usb") == Path("/w/golem-gpu-live-1.0.img")
 
 
 # --- console watching ----------------------------------------------------------------
