@@ -63,6 +63,8 @@ def build_options(func: Callable[..., Any]) -> Callable[..., Any]:
                      help="Directory of .deb files standing in for GOLEM's sources."),
         click.option("--github-api", default=None, metavar="URL",
                      help="GitHub API base for GOLEM's releases (a mirror or a test server)."),
+        click.option("--github-token", default=None, envvar="GITHUB_TOKEN",
+                     show_envvar=True, help="Token for GitHub's API (optional)."),
         click.option("--project-root", type=click.Path(path_type=Path), default=PROJECT_ROOT,
                      hidden=True),
     ]
@@ -72,13 +74,16 @@ def build_options(func: Callable[..., Any]) -> Callable[..., Any]:
 
 
 def _config(profile: str, image_version: str, tmp_dir: Path, work_dir: Path,
-            local_debs: Path | None, project_root: Path, github_api: str | None) -> BuildConfig:
+            local_debs: Path | None, project_root: Path, github_api: str | None,
+            github_token: str | None) -> BuildConfig:
     return make_config(project_root, profile, image_version, tmp_dir, work_dir, local_debs)
 
 
-def _plan(github_api: str | None, config: BuildConfig, until: str | None = None,
+def _plan(options: dict[str, Any], config: BuildConfig, until: str | None = None,
           force: tuple[str, ...] = ()) -> Plan:
-    github = GitHubSettings(api_url=github_api) if github_api else None
+    github = GitHubSettings(token=options["github_token"])
+    if options["github_api"]:
+        github = GitHubSettings(api_url=options["github_api"], token=options["github_token"])
     return make_plan(config, default_stages(config, github), until=until, force=force)
 
 
@@ -94,7 +99,7 @@ def main() -> None:
 def build(until: str | None, force: tuple[str, ...], **kwargs: Any) -> None:
     """Run the stages that are not cached and publish the images into WORK_DIR."""
     config = _config(**kwargs)
-    plan = _plan(kwargs["github_api"], config, until, force)
+    plan = _plan(kwargs, config, until, force)
     to_run = [s for s in plan.steps if s.will_run]
     if to_run:
         check_root(True)
@@ -117,7 +122,7 @@ def build(until: str | None, force: tuple[str, ...], **kwargs: Any) -> None:
 def plan(until: str | None, force: tuple[str, ...], **kwargs: Any) -> None:
     """Show every stage in order with its cache key, and what changed for a miss."""
     config = _config(**kwargs)
-    for step in _plan(kwargs["github_api"], config, until, force).steps:
+    for step in _plan(kwargs, config, until, force).steps:
         status = "will run" if step.will_run else "cached"
         click.echo(f"{step.stage.name:<12} {step.key[:16]}  {status}")
         if step.will_run:
