@@ -129,7 +129,7 @@ def test_grub_cfg_has_default_and_no_autostart_entries(config: BuildConfig) -> N
 
 def test_grub_cfg_puts_the_menu_on_serial_with_a_short_timeout(config: BuildConfig) -> None:
     lines = [line.strip() for line in render_grub_cfg(config).splitlines()]
-    assert "serial --unit=0 --speed=115200" in lines
+    assert "if serial --unit=0 --speed=115200; then" in lines
     assert "terminal_input console serial" in lines
     assert "terminal_output console serial" in lines
     assert "set default=0" in lines

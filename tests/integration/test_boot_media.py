@@ -1,0 +1,116 @@
+"""Boot the ISO and the USB image in QEMU (TCG) under SeaBIOS and OVMF, to the
+login prompt on ttyS0; drive the GRUB menu to NO AUTOSTART; boot with Secure
+Boot enforced.
+
+The media are built by the bootloader, iso and usb stages from a live/ dir
+(vmlinuz, initrd.img with live-boot, filesystem.squashfs) given with
+`--live-dir DIR`; without it these tests are skipped. To test a pipeline build
+instead, override the `boot_media` fixture to return its .iso and .img.
+One QEMU at a time: the tests run sequentially and each stops its QEMU.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pytest
+
+from builder.qemu import (
+    FIRMWARES,
+    MEDIA,
+    NO_AUTOSTART_ENTRY,
+    BootOptions,
+    BootResult,
+    boot,
+    select_menu_entry,
+    strip_ansi,
+)
+from tests.conftest import MEASUREMENTS
+from tests.integration.test_bootmedia_tools import build_boot_media
+
+pytestmark = [pytest.mark.integration, pytest.mark.boot]
+
+# An upper bound for a slow shared machine (a boot takes about a minute under TCG);
+# nothing asserts how long a boot took.
+BOOT_TIMEOUT = 480.0
+LOGIN_PROMPT = "login:"
+KERNEL_CMDLINE = re.compile(r"Command line: (.*)")
+
+
+@pytest.fixture(scope="session")
+def live_dir(request: pytest.FixtureRequest) -> Path:
+    given = request.config.getoption("--live-dir")
+    if not given:
+        pytest.skip("boot tests need a live system: pass --live-dir DIR (a dir with vmlinuz, "
+                    "initrd.img and filesystem.squashfs, e.g. a squashfs stage's live/)")
+    path = Path(given)
+    missing = [n for n in ("vmlinuz", "initrd.img", "filesystem.squashfs")
+               if not (path / n).is_file()]
+    if missing:
+        pytest.fail(f"--live-dir {path} lacks {', '.join(missing)}")
+    return path
+
+
+@pytest.fixture(scope="session")
+def boot_media(live_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """{"iso": the hybrid ISO, "usb": the GPT image}."""
+    _, images = build_boot_media(live_dir, tmp_path_factory.mktemp("boot-media"))
+    for media, path in images.items():
+        MEASUREMENTS[f"size {media} ({path.name})"] = (
+            f"{path.stat().st_size / 2**20:.0f} MiB apparent, "
+            f"{path.stat().st_blocks * 512 / 2**20:.0f} MiB allocated")
+    return images
+
+
+def console_text(result: BootResult) -> str:
+    return strip_ansi(result.log_path.read_bytes().decode("utf-8", "replace"))
+
+
+def kernel_cmdline(result: BootResult) -> str:
+    found = KERNEL_CMDLINE.search(console_text(result))
+    assert found, f"no kernel command line on the console: {result.log_path}"
+    return found.group(1)
+
+
+def boot_to_login(image: Path, media: str, firmware: str, logs: Path, name: str,
+                  **options: object) -> BootResult:
+    result = boot(BootOptions(image, media=media, firmware=firmware,  # type: ignore[arg-type]
+                              timeout=BOOT_TIMEOUT, expect=LOGIN_PROMPT,
+                              log_path=logs / f"{name}.log", **options))  # type: ignore[arg-type]
+    MEASUREMENTS[f"boot {name} to login"] = f"{result.seconds:.0f}s"
+    assert result.returncode == 0, f"{result.reason}; console log: {result.log_path}"
+    assert "[FAILED]" not in console_text(result), f"failed units: {result.log_path}"
+    return result
+
+
+@pytest.mark.parametrize("firmware", FIRMWARES)
+@pytest.mark.parametrize("media", MEDIA)
+def test_boots_to_login_on_serial(boot_media: dict[str, Path], media: str, firmware: str,
+                                  tmp_path: Path) -> None:
+    result = boot_to_login(boot_media[media], media, firmware, tmp_path, f"{media}-{firmware}")
+    cmdline = kernel_cmdline(result).split()
+    assert {"boot=live", "intel_iommu=on", "iommu=pt", "console=ttyS0,115200n8"} <= set(cmdline)
+    assert "skip_autostart" not in cmdline  # the default entry
+
+
+@pytest.mark.parametrize("firmware", FIRMWARES)
+def test_no_autostart_entry_passes_skip_autostart(boot_media: dict[str, Path], firmware: str,
+                                                  tmp_path: Path) -> None:
+    result = boot_to_login(boot_media["usb"], "usb", firmware, tmp_path,
+                           f"usb-{firmware}-no-autostart",
+                           actions=(select_menu_entry(NO_AUTOSTART_ENTRY),))
+    assert "skip_autostart" in kernel_cmdline(result).split()
+
+
+@pytest.mark.parametrize("firmware", FIRMWARES)
+def test_iso_boots_from_a_stick(boot_media: dict[str, Path], firmware: str,
+                                tmp_path: Path) -> None:
+    boot_to_login(boot_media["iso"], "usb", firmware, tmp_path, f"iso-as-usb-{firmware}")
+
+
+def test_usb_boots_with_secure_boot_enforced(boot_media: dict[str, Path],
+                                             tmp_path: Path) -> None:
+    result = boot_to_login(boot_media["usb"], "usb", "uefi", tmp_path, "usb-secure-boot",
+                           secure_boot=True)
+    assert "Secure boot enabled" in console_text(result)
