@@ -106,6 +106,12 @@ def bootloader_out(tmp_path: Path, config: BuildConfig, host_boot_files: Path) -
     return out
 
 
+@pytest.fixture
+def media_inputs(squashfs_out: Path, bootloader_out: Path) -> dict[str, Path]:
+    """The dependency outputs the iso and usb stages read."""
+    return {"squashfs": squashfs_out, "bootloader": bootloader_out}
+
+
 # --- the menu ------------------------------------------------------------------------
 
 
@@ -232,22 +238,21 @@ def test_xorriso_argv_makes_a_bios_and_uefi_hybrid(config: BuildConfig, tmp_path
     assert f"/boot/grub/efi.img={boot}/efi.img" in grafts
 
 
-def test_iso_stage_runs_xorriso_into_its_output(config: BuildConfig, squashfs_out: Path,
-                                                bootloader_out: Path, tmp_path: Path) -> None:
+def test_iso_stage_runs_xorriso_into_its_output(config: BuildConfig,
+                                                media_inputs: dict[str, Path],
+                                                tmp_path: Path) -> None:
     runner = RecordingRunner()
     out = tmp_path / "iso-out"
-    run_stage(IsoStage(), config, out, runner,
-              {"squashfs": squashfs_out, "bootloader": bootloader_out})
+    run_stage(IsoStage(), config, out, runner, media_inputs)
     (argv,) = runner.argvs
     assert argv[argv.index("-output") + 1] == str(out / "golem-gpu-live-1.2.3.iso")
 
 
 def test_iso_stage_without_a_kernel_says_which_stage_to_rebuild(
-        config: BuildConfig, squashfs_out: Path, bootloader_out: Path, tmp_path: Path) -> None:
-    (squashfs_out / "live/vmlinuz").unlink()
+        config: BuildConfig, media_inputs: dict[str, Path], tmp_path: Path) -> None:
+    (media_inputs["squashfs"] / "live/vmlinuz").unlink()
     with pytest.raises(BuildError, match="live/vmlinuz"):
-        run_stage(IsoStage(), config, tmp_path / "o", RecordingRunner(),
-                  {"squashfs": squashfs_out, "bootloader": bootloader_out})
+        run_stage(IsoStage(), config, tmp_path / "o", RecordingRunner(), media_inputs)
 
 
 # --- usb stage -----------------------------------------------------------------------
@@ -261,12 +266,11 @@ def test_usb_stage_shape(config: BuildConfig) -> None:
     assert config.project_root / LAYOUT_FILE in stage.input_files(config)
 
 
-def test_usb_stage_assembles_the_image(config: BuildConfig, squashfs_out: Path,
-                                       bootloader_out: Path, tmp_path: Path) -> None:
+def test_usb_stage_assembles_the_image(config: BuildConfig, media_inputs: dict[str, Path],
+                                       tmp_path: Path) -> None:
     runner = tool_fakes()
     out = tmp_path / "usb-out"
-    run_stage(UsbImageStage(), config, out, runner,
-              {"squashfs": squashfs_out, "bootloader": bootloader_out})
+    run_stage(UsbImageStage(), config, out, runner, media_inputs)
     assert [p.name for p in out.iterdir()] == ["golem-gpu-live-1.2.3.img"]
     image = out / "golem-gpu-live-1.2.3.img"
     assert image.stat().st_blocks * 512 < image.stat().st_size  # sparse
@@ -277,15 +281,15 @@ def test_usb_stage_assembles_the_image(config: BuildConfig, squashfs_out: Path,
     assert programs.count("mkfs.ext4") == 2 and programs[-1] == "sfdisk"
     copies = {argv[-1]: argv[-2] for argv in runner.argvs if argv[0] == "mcopy"}
     assert copies["::/golemwz-example.toml"] == str(config.project_root / EXAMPLE_CONF)
-    assert copies["::/boot/grub/grub.cfg"] == str(bootloader_out / "usb/esp-grub.cfg")
+    assert copies["::/boot/grub/grub.cfg"] == str(
+        media_inputs["bootloader"] / "usb/esp-grub.cfg")
     root_mkfs = next(a for a in runner.argvs if a[0] == "mkfs.ext4" and "-d" in a)
-    tree = Path(root_mkfs[root_mkfs.index("-d") + 1])
-    assert tree.name == "root"
+    root_ids = derive_ids(load_layout(), config.seed).partitions["root"]
+    assert root_mkfs[root_mkfs.index("-U") + 1] == root_ids.fs_uuid
 
 
 def test_usb_stage_without_the_example_conf_fails_clearly(
-        config: BuildConfig, squashfs_out: Path, bootloader_out: Path, tmp_path: Path) -> None:
+        config: BuildConfig, media_inputs: dict[str, Path], tmp_path: Path) -> None:
     (config.project_root / EXAMPLE_CONF).unlink()
     with pytest.raises(BuildError, match="golemwz-example.toml"):
-        run_stage(UsbImageStage(), config, tmp_path / "o", tool_fakes(),
-                  {"squashfs": squashfs_out, "bootloader": bootloader_out})
+        run_stage(UsbImageStage(), config, tmp_path / "o", tool_fakes(), media_inputs)
