@@ -89,6 +89,8 @@ class BootOptions:
     # instead of a pipe that boot() watches. Only without expect and actions.
     interactive: bool = False
     secure_boot: bool = False  # UEFI only
+    snapshot: bool = True  # False: the guest's writes reach the image file
+    extra_args: tuple[str, ...] = ()  # appended to the QEMU command line (e.g. a NIC)
     qemu: str = "qemu-system-x86_64"
     ovmf_code: Path = OVMF_CODE
     ovmf_vars: Path = OVMF_VARS  # a template: boot() hands QEMU a copy
@@ -140,8 +142,9 @@ def qemu_argv(options: BootOptions, ovmf_vars_copy: Path | None = None) -> list[
     image = _drive_value(options.image)
     if options.media == "usb":
         # A USB stick, as users boot it; snapshot=on leaves the image untouched.
+        snapshot = "on" if options.snapshot else "off"
         argv += ["-device", "qemu-xhci,id=xhci",
-                 "-drive", f"if=none,id=stick,format=raw,snapshot=on,file={image}",
+                 "-drive", f"if=none,id=stick,format=raw,snapshot={snapshot},file={image}",
                  "-device", "usb-storage,bus=xhci.0,drive=stick,bootindex=0"]
     else:
         argv += ["-drive", f"if=none,id=cdrom,media=cdrom,format=raw,readonly=on,file={image}",
@@ -152,7 +155,7 @@ def qemu_argv(options: BootOptions, ovmf_vars_copy: Path | None = None) -> list[
                  "-serial", "chardev:console", "-mon", "chardev=console"]
     else:
         argv += ["-serial", "stdio", "-monitor", "none"]
-    return argv
+    return argv + list(options.extra_args)
 
 
 class Console(Protocol):

@@ -91,6 +91,12 @@ def test_secure_boot_uses_enforcing_firmware_with_smm(tmp_path: Path) -> None:
     assert "driver=cfi.pflash01,property=secure,value=on" in argv
 
 
+def test_writable_stick_and_extra_arguments() -> None:
+    argv = qemu_argv(options(firmware="bios", snapshot=False, extra_args=("-nic", "user")))
+    assert "snapshot=off" in value_after(argv, "-drive", "id=stick")
+    assert argv[-2:] == ["-nic", "user"]
+
+
 def test_kvm_only_when_asked() -> None:
     assert "kvm" not in qemu_argv(options(firmware="bios"))
     argv = qemu_argv(options(firmware="bios", kvm=True))
