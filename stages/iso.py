@@ -19,6 +19,7 @@ from builder.errors import BuildError
 from builder.stage import Stage, StageContext
 from partitions.layout import seeded_uuid
 
+# What GRUB and live-boot need; anything else in live/ (filesystem.size, ...) goes along.
 LIVE_FILES = ("vmlinuz", "initrd.img", "filesystem.squashfs")
 ELTORITO_PATH = "boot/grub/i386-pc/eltorito.img"
 EFI_IMAGE_PATH = "boot/grub/efi.img"
@@ -34,19 +35,20 @@ def xorriso_argv(config: BuildConfig, squashfs_out: Path, boot_out: Path,
                  iso: Path) -> list[str | os.PathLike[str]]:
     """xorriso's mkisofs emulation, laid out from the stage inputs by graft points
     (nothing is copied into a staging tree)."""
-    grafts = {f"/live/{name}": squashfs_out / "live" / name for name in LIVE_FILES}
-    grafts.update({
+    grafts = {
+        "/live": squashfs_out / "live",
         "/boot/grub/grub.cfg": boot_out / "media/boot/grub/grub.cfg",
         "/.disk/info": boot_out / "media/.disk/info",
         f"/{ELTORITO_PATH}": boot_out / "bios/eltorito.img",
         f"/{EFI_IMAGE_PATH}": boot_out / "efi.img",
-    })
+    }
     return [
         "xorriso", "-as", "mkisofs",
         "-output", iso,
         "-volid", volume_id(config),
         "-iso-level", "3",  # the squashfs may be larger than 4 GiB
         "-rational-rock", "-joliet", "-joliet-long",
+        "-follow-links",  # store what a symlinked input points to, not the link
         # BIOS: El Torito no-emulation GRUB core; as a disk, boot_hybrid.img.
         "-eltorito-boot", ELTORITO_PATH, "-eltorito-catalog", "boot/grub/boot.cat",
         "-no-emul-boot", "-boot-load-size", "4", "-boot-info-table",

@@ -26,6 +26,7 @@ from partitions.assemble import (
 from partitions.layout import LAYOUT_FILE, MIB, load_layout, plan_disk
 
 EXAMPLE_CONF = Path("rootfs/overlay/common/usr/share/golemwz/golemwz-example.toml")
+# What GRUB and live-boot need; anything else in live/ (filesystem.size, ...) goes along.
 LIVE_FILES = ("vmlinuz", "initrd.img", "filesystem.squashfs")
 ESP_EFI_FILES = ("BOOTX64.EFI", "grubx64.efi", "mmx64.efi")
 
@@ -42,11 +43,11 @@ def link_or_copy(source: Path, target: Path) -> None:
 def stage_live_medium(squashfs_out: Path, bootloader_out: Path, tree: Path) -> None:
     """Lay out the root filesystem's content in `tree` (for mkfs.ext4 -d)."""
     for name in LIVE_FILES:
-        source = squashfs_out / "live" / name
-        if not source.exists():
+        if not (squashfs_out / "live" / name).exists():
             raise BuildError(f"the squashfs stage output lacks live/{name}",
                              "rebuild it: golem-live build --force squashfs")
-        link_or_copy(source, tree / "live" / name)
+    for source in sorted((squashfs_out / "live").iterdir()):
+        link_or_copy(source, tree / "live" / source.name)
     link_or_copy(bootloader_out / "media/boot/grub/grub.cfg", tree / "boot/grub/grub.cfg")
     link_or_copy(bootloader_out / "media/.disk/info", tree / ".disk/info")
 
