@@ -2,10 +2,9 @@
 login prompt on ttyS0; drive the GRUB menu to NO AUTOSTART; boot with Secure
 Boot enforced.
 
-The media are built by the bootloader, iso and usb stages from a live/ dir
-(vmlinuz, initrd.img with live-boot, filesystem.squashfs) given with
-`--live-dir DIR`; without it these tests are skipped. To test a pipeline build
-instead, override the `boot_media` fixture to return its .iso and .img.
+The media are the pipeline's gpu-node build (tests/conftest.py), or, with
+`--live-dir DIR`, made by the bootloader, iso and usb stages from that live/ dir
+(vmlinuz, initrd.img with live-boot, filesystem.squashfs).
 One QEMU at a time: the tests run sequentially and each stops its QEMU.
 """
 
@@ -39,28 +38,34 @@ KERNEL_CMDLINE = re.compile(r"Command line: (.*)")
 
 
 @pytest.fixture(scope="session")
-def live_dir(request: pytest.FixtureRequest) -> Path:
+def boot_media(request: pytest.FixtureRequest,
+               tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """{"iso": the hybrid ISO, "usb": the GPT image}: the pipeline's gpu-node build, or
+    media made from `--live-dir DIR` (a squashfs stage's live/) when that is given."""
     given = request.config.getoption("--live-dir")
     if not given:
-        pytest.skip("boot tests need a live system: pass --live-dir DIR (a dir with vmlinuz, "
-                    "initrd.img and filesystem.squashfs, e.g. a squashfs stage's live/)")
+        built = request.getfixturevalue("gpu_node_image")
+        return {"iso": built.iso, "usb": built.img}
     path = Path(given)
     missing = [n for n in ("vmlinuz", "initrd.img", "filesystem.squashfs")
                if not (path / n).is_file()]
     if missing:
         pytest.fail(f"--live-dir {path} lacks {', '.join(missing)}")
-    return path
+    _, images = build_boot_media(path, tmp_path_factory.mktemp("boot-media"))
+    for media, image in images.items():
+        MEASUREMENTS[f"size {media} ({image.name})"] = (
+            f"{image.stat().st_size / 2**20:.0f} MiB apparent, "
+            f"{image.stat().st_blocks * 512 / 2**20:.0f} MiB allocated")
+    return images
 
 
 @pytest.fixture(scope="session")
-def boot_media(live_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
-    """{"iso": the hybrid ISO, "usb": the GPT image}."""
-    _, images = build_boot_media(live_dir, tmp_path_factory.mktemp("boot-media"))
-    for media, path in images.items():
-        MEASUREMENTS[f"size {media} ({path.name})"] = (
-            f"{path.stat().st_size / 2**20:.0f} MiB apparent, "
-            f"{path.stat().st_blocks * 512 / 2**20:.0f} MiB allocated")
-    return images
+def has_wizard(request: pytest.FixtureRequest) -> bool:
+    """The pipeline's image carries the wizard; a bare --live-dir system does not."""
+    return not request.config.getoption("--live-dir")
+
+
+WIZARD_STARTING = "Starting golemwz.service"
 
 
 def console_text(result: BootResult) -> str:
@@ -87,20 +92,27 @@ def boot_to_login(image: Path, media: str, firmware: str, logs: Path, name: str,
 @pytest.mark.parametrize("firmware", FIRMWARES)
 @pytest.mark.parametrize("media", MEDIA)
 def test_boots_to_login_on_serial(boot_media: dict[str, Path], media: str, firmware: str,
-                                  tmp_path: Path) -> None:
+                                  tmp_path: Path, has_wizard: bool) -> None:
     result = boot_to_login(boot_media[media], media, firmware, tmp_path, f"{media}-{firmware}")
     cmdline = kernel_cmdline(result).split()
     assert {"boot=live", "intel_iommu=on", "iommu=pt", "console=ttyS0,115200n8"} <= set(cmdline)
     assert "skip_autostart" not in cmdline  # the default entry
+    if has_wizard:  # the default entry starts the wizard (on tty6)
+        assert WIZARD_STARTING in console_text(result)
 
 
 @pytest.mark.parametrize("firmware", FIRMWARES)
 def test_no_autostart_entry_passes_skip_autostart(boot_media: dict[str, Path], firmware: str,
-                                                  tmp_path: Path) -> None:
+                                                  tmp_path: Path, has_wizard: bool) -> None:
     result = boot_to_login(boot_media["usb"], "usb", firmware, tmp_path,
                            f"usb-{firmware}-no-autostart",
                            actions=(select_menu_entry(NO_AUTOSTART_ENTRY),))
     assert "skip_autostart" in kernel_cmdline(result).split()
+    if has_wizard:  # neither wizard nor provider; golem is logged into tty1 instead
+        text = console_text(result)
+        assert WIZARD_STARTING not in text
+        assert "NO AUTOSTART, wizard and provider skipped" in text
+        assert "golem-autologin.service" in text
 
 
 @pytest.mark.parametrize("firmware", FIRMWARES)
