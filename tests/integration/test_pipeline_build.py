@@ -101,3 +101,33 @@ def test_killed_build_leaves_no_mounts_and_next_build_succeeds(gpu_node_image: B
     # And a forced rebuild after the kill completes.
     result = golem_live("build", *args, "--force", "packages", "--until", "packages")
     assert result.returncode == 0, result.stderr[-3000:]
+
+
+PARTITION_NAMES = ["EFI System", "BIOS boot partition", "Golem conf storage",
+                   "Golem root filesystem", "Golem storage"]
+STORAGE_PARTUUID = "2A5AE4B8-3B4C-4B5E-9A43-90F3E6C1C0DE"
+
+
+def test_built_usb_image_layout_and_clean_filesystems(gpu_node_image: BuiltImage,
+                                                      tmp_path: Path) -> None:
+    import json
+
+    from tests.integration.test_bootmedia_tools import extract_partition
+
+    table = json.loads(subprocess.run(["sfdisk", "--json", str(gpu_node_image.img)],
+                                      capture_output=True, text=True,
+                                      check=True).stdout)["partitiontable"]
+    assert table["label"] == "gpt"
+    assert [p["name"] for p in table["partitions"]] == PARTITION_NAMES
+    assert table["partitions"][0]["type"] == "C12A7328-F81F-11D2-BA4B-00A0C93EC93B"
+    assert table["partitions"][1]["type"] == "21686148-6449-6E6F-744E-656564454649"
+    assert table["partitions"][4]["uuid"] == STORAGE_PARTUUID
+    for index, checker in ((0, ["fsck.vfat", "-n"]), (2, ["fsck.vfat", "-n"]),
+                           (3, ["e2fsck", "-fn"]), (4, ["e2fsck", "-fn"])):
+        part = extract_partition(gpu_node_image.img, table, index, tmp_path / f"p{index}")
+        check = subprocess.run([*checker, str(part)], capture_output=True, text=True)
+        assert check.returncode == 0, f"{PARTITION_NAMES[index]}: {check.stdout}{check.stderr}"
+        if index == 2:
+            listing = subprocess.run(["mdir", "-b", "-i", str(part), "::"],
+                                     capture_output=True, text=True, check=True).stdout
+            assert "golemwz-example.toml" in listing
