@@ -21,13 +21,12 @@ def default_stages(config: BuildConfig, github: GitHubSettings | None = None) ->
     """The stage list for a profile, in build order. `github` points GOLEM's
     release downloads elsewhere (a mirror, or a test's fake server)."""
     from stages.bootloader import BootloaderStage
-    from stages.iso import IsoStage
-    from stages.usb import UsbImageStage
-
     from stages.bootstrap import BootstrapStage
+    from stages.iso import IsoStage
     from stages.overlay import OverlayStage
     from stages.packages import PackagesStage
     from stages.squashfs import SquashfsStage
+    from stages.usb import UsbImageStage
 
     with_repository = bool(config.profile.golem.packages)
     stages: list[Stage] = [BootstrapStage()]
@@ -110,7 +109,7 @@ def make_plan(config: BuildConfig, stages: Sequence[Stage], until: str | None = 
         except KeyError as err:
             raise BuildError(f"stage {stage.name} reads {err}", "fix its config_keys") from None
         manifest = make_manifest(stage.name, stage.version, values,
-                                 stage.input_files(config),
+                                 [*stage.code_files(), *stage.input_files(config)],
                                  {d: keys[d] for d in stage.depends if d in keys},
                                  config.project_root)
         keys[stage.name] = manifest.key()

@@ -7,6 +7,7 @@ directories in `StageContext.inputs`.
 
 from __future__ import annotations
 
+import importlib
 from collections.abc import Callable, Mapping
 from contextlib import ExitStack
 from dataclasses import dataclass
@@ -40,12 +41,24 @@ class Stage:
     # Final stages keep their entries under WORK_DIR and publish files there.
     final: ClassVar[bool] = False
     description: ClassVar[str] = ""
+    # Project modules run() relies on besides its own (whose source is always part of
+    # the key): editing the code that makes an output invalidates that output.
+    code: ClassVar[tuple[str, ...]] = ()
     # Host programs run() needs; checked before anything runs.
     tools: ClassVar[tuple[str, ...]] = ()
 
     def input_files(self, config: BuildConfig) -> list[Path]:
         """Absolute paths of every file run() reads besides dependency outputs."""
         return []
+
+    def code_files(self) -> list[Path]:
+        names = (type(self).__module__, *self.code)
+        files = []
+        for name in names:
+            source = getattr(importlib.import_module(name), "__file__", None)
+            if source:
+                files.append(Path(source))
+        return files
 
     def preflight(self, config: BuildConfig) -> None:
         """Raise BuildError when a source the stage needs cannot be reached."""

@@ -147,6 +147,7 @@ def bios_input_files() -> list[Path]:
 
 class BootloaderStage(Stage):
     name = "bootloader"
+    code = ("partitions.assemble", "partitions.layout")
     version = 1
     depends = ()
     config_keys = ("profile.name", "profile.kernel_cmdline", "version", "image_name", "seed")

@@ -75,6 +75,7 @@ def remove_build_secrets(root: Path) -> None:
 
 class PackagesStage(Stage):
     name = "packages"
+    code = ("builder.chroot",)
     version = 1
     tools = ("chroot", "mount", "umount", "cp")
     description = "install the profile's packages in a chroot"

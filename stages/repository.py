@@ -43,6 +43,8 @@ MANIFEST = "manifest.json"
 
 class RepositoryStage(Stage):
     name = "repository"
+    code = ("builder.repo.archive", "builder.repo.assemble", "builder.repo.components",
+            "builder.repo.debpkg", "builder.repo.github", "builder.repo.keys")
     version = 1
     depends = ()
     config_keys = ("version", "local_debs", "profile.debian.suite", "profile.debian.arch",

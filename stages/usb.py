@@ -54,6 +54,7 @@ def stage_live_medium(squashfs_out: Path, bootloader_out: Path, tree: Path) -> N
 
 class UsbImageStage(Stage):
     name = "usb"
+    code = ("partitions.assemble", "partitions.layout")
     version = 1
     depends = ("squashfs", "bootloader")
     config_keys = ("image_name", "seed")
