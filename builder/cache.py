@@ -94,15 +94,26 @@ class Manifest:
         return changes
 
 
-def make_manifest(stage: str, version: int, config: dict[str, Any], files: Iterable[Path],
-                  deps: dict[str, str], project_root: Path) -> Manifest:
-    digests: dict[str, str] = {}
-    for path in files:
+# The checkout the builder's own code runs from (may differ from a build's project root).
+CODE_ROOT = Path(__file__).resolve().parent.parent
+
+
+def _file_name(path: Path, roots: Iterable[Path]) -> str:
+    """Relative names, so a key does not depend on where the checkout lives."""
+    resolved = path.resolve()
+    for root in roots:
         try:
-            name = str(path.resolve().relative_to(project_root))
+            return str(resolved.relative_to(root))
         except ValueError:
-            name = str(path)
-        digests[name] = file_digest(path)
+            continue
+    return str(path)
+
+
+def make_manifest(stage: str, version: int, config: dict[str, Any], files: Iterable[Path],
+                  deps: dict[str, str], project_root: Path,
+                  code: Iterable[Path] = ()) -> Manifest:
+    digests = {_file_name(p, [project_root]): file_digest(p) for p in files}
+    digests.update({"code:" + _file_name(p, [CODE_ROOT]): file_digest(p) for p in code})
     return Manifest(stage, version, dict(config), digests, dict(deps))
 
 

@@ -109,9 +109,9 @@ def make_plan(config: BuildConfig, stages: Sequence[Stage], until: str | None = 
         except KeyError as err:
             raise BuildError(f"stage {stage.name} reads {err}", "fix its config_keys") from None
         manifest = make_manifest(stage.name, stage.version, values,
-                                 [*stage.code_files(), *stage.input_files(config)],
+                                 stage.input_files(config),
                                  {d: keys[d] for d in stage.depends if d in keys},
-                                 config.project_root)
+                                 config.project_root, code=stage.code_files())
         keys[stage.name] = manifest.key()
         cache = StageCache(cache_root(config, stage), stage.name)
         cached = cache.has(manifest.key())

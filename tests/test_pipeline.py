@@ -180,3 +180,13 @@ def test_manifest_lives_beside_each_entry(config: BuildConfig) -> None:
     manifest = (step.cache.dir / f"{step.key}.json").read_text()
     assert '"profile.debian.suite": "trixie"' in manifest
     assert step.cache.entry(step.key).is_dir()
+
+
+def test_stage_code_is_part_of_the_key(config: BuildConfig) -> None:
+    from stages.usb import UsbImageStage
+
+    files = make_plan(config, [UsbImageStage()]).step("usb").manifest.files
+    assert {"code:stages/usb.py", "code:partitions/assemble.py",
+            "code:partitions/layout.py"} <= set(files)
+    fake = make_plan(config, stages(Recorder())).step("first").manifest.files
+    assert "code:tests/test_pipeline.py" in fake
