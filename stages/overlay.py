@@ -46,6 +46,17 @@ def wizard_files(project_root: Path) -> list[Path]:
     return sorted(p for p in base.rglob("*.py") if "__pycache__" not in p.parts)
 
 
+# git keeps only the executable bit, so modes that matter are decided here.
+PRIVATE_DIRS = {"etc/sudoers.d/": 0o440}
+
+
+def image_mode(rel: str, source_mode: int) -> int:
+    for prefix, mode in PRIVATE_DIRS.items():
+        if rel.startswith(prefix):
+            return mode
+    return 0o755 if source_mode & 0o111 else 0o644
+
+
 def template_context(config: BuildConfig) -> dict[str, Any]:
     profile = config.profile
     return {
@@ -143,7 +154,7 @@ class OverlayStage(Stage):
         count = 0
         for source, rel in overlay_files(config.project_root, config.profile.overlays):
             target = root / rel
-            mode = source.stat().st_mode & 0o7777
+            mode = image_mode(rel, source.lstat().st_mode)
             if source.name.endswith(".j2"):
                 replace_file(target, render(source, context).encode(), mode)
             elif source.is_symlink():

@@ -242,3 +242,11 @@ def test_packages_installs_golem_packages_from_the_signed_repository(
     # the build-time repository and its source are gone from the image
     assert not (root / "var/lib/golem-live/build-repo").exists()
     assert not (root / "etc/apt/sources.list.d/golem-build.sources").exists()
+
+
+def test_image_modes_do_not_depend_on_the_checkout() -> None:
+    from stages.overlay import image_mode
+
+    assert image_mode("etc/sudoers.d/golem", 0o100644) == 0o440
+    assert image_mode("usr/bin/tool", 0o100775) == 0o755
+    assert image_mode("etc/motd", 0o100664) == 0o644

@@ -159,13 +159,6 @@ class Boot:
     guest: dict[str, str]  # key=value lines printed by the guest script
 
 
-def writable(argv: list[str]) -> list[str]:
-    """qemu_argv's USB stick without snapshot=on: this test needs the writes."""
-    changed = [arg.replace("snapshot=on,", "") for arg in argv]
-    assert changed != argv, "qemu_argv no longer uses snapshot=on; update writable()"
-    return changed
-
-
 def free_port() -> int:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
@@ -214,19 +207,21 @@ class Guest:
 def boot_until(image: Path, expect: str, log_path: Path, key: Path, guest_script: str) -> Boot:
     """Boot the stick under OVMF until `expect` shows on serial, run `guest_script`
     over SSH, then power off."""
-    options = BootOptions(image=image, media="usb", firmware="uefi", timeout=BOOT_TIMEOUT,
-                          expect=expect, log_path=log_path)
-    check_host(options)
     started = time.monotonic()
     port = free_port()
     with ExitStack() as stack:
         temp = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="golem-wzboot-")))
+        qmp_socket = temp / "qmp.sock"
+        # Writable (no snapshot): the second boot must see the first one's writes.
+        options = BootOptions(
+            image=image, media="usb", firmware="uefi", timeout=BOOT_TIMEOUT, expect=expect,
+            log_path=log_path, snapshot=False, extra_args=(
+                "-nic", f"user,model=virtio-net-pci,hostfwd=tcp:127.0.0.1:{port}-:22",
+                "-qmp", f"unix:{qmp_socket},server=on,wait=off"))
+        check_host(options)
         vars_copy = temp / "OVMF_VARS.fd"
         shutil.copyfile(options.ovmf_vars, vars_copy)
-        qmp_socket = temp / "qmp.sock"
-        argv = writable(qemu_argv(options, vars_copy)) + [
-            "-nic", f"user,model=virtio-net-pci,hostfwd=tcp:127.0.0.1:{port}-:22",
-            "-qmp", f"unix:{qmp_socket},server=on,wait=off"]
+        argv = qemu_argv(options, vars_copy)
         proc = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
                                 stderr=subprocess.STDOUT, start_new_session=True)
         stack.callback(stop_process, proc)
