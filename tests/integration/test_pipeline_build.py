@@ -131,3 +131,30 @@ def test_built_usb_image_layout_and_clean_filesystems(gpu_node_image: BuiltImage
             listing = subprocess.run(["mdir", "-b", "-i", str(part), "::"],
                                      capture_output=True, text=True, check=True).stdout
             assert "golemwz-example.toml" in listing
+
+
+def test_clean_sweep_unmounts_and_detaches_what_a_killed_build_left(tmp_path: Path) -> None:
+    from tests.conftest import require_root
+
+    require_root()
+    tmp_dir = tmp_path / "tmp"
+    leftover = tmp_dir / "cache/packages/.tmp-killed/rootfs/proc"
+    leftover.mkdir(parents=True)
+    subprocess.run(["mount", "-t", "tmpfs", "tmpfs", str(leftover)], check=True)
+    image = tmp_dir / "cache/usb/.tmp-killed/disk.img"
+    image.parent.mkdir(parents=True)
+    with open(image, "wb") as handle:
+        handle.truncate(8 << 20)
+    device = subprocess.run(["losetup", "--find", "--show", str(image)], capture_output=True,
+                            text=True, check=True).stdout.strip()
+    try:
+        result = golem_live("clean", "--sweep", "--tmp-dir", str(tmp_dir), "--work-dir",
+                            str(tmp_path / "work"))
+        assert result.returncode == 0, result.stderr
+        assert f"unmounted {leftover}" in result.stdout
+        assert f"detached {device}" in result.stdout
+        assert mounts_under(tmp_dir) == []
+        assert loop_devices_backed_by(tmp_dir) == []
+    finally:
+        subprocess.run(["umount", str(leftover)], capture_output=True)
+        subprocess.run(["losetup", "--detach", device], capture_output=True)
