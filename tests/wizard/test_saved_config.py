@@ -52,13 +52,17 @@ def test_saved_file_is_on_the_conf_partition_and_home_links_to_it(
     assert Path(os.readlink(layout.saved_config)) == on_partition
     assert on_partition.stat().st_mode & 0o777 == 0o600
     assert not first_boot.exists()
-    assert sorted(os.listdir(layout.conf_mount_dir)) == ["golemwz-saved.toml"]  # no temporary
+    assert sorted(os.listdir(layout.conf_mount_dir)) == [  # no temporary
+        "golemwz-password.hash", "golemwz-saved.toml"]
     mounts = machine.runner.matching("mount", "-o")
-    assert mounts == [("mount", "-o", CONF_MOUNT_OPTIONS, CONF_DEVICE,
-                       str(layout.conf_mount_dir))]
+    assert mounts[0] == ("mount", "-o", CONF_MOUNT_OPTIONS, CONF_DEVICE,
+                         str(layout.conf_mount_dir))
+    assert len(mounts) == 2  # and the remount below
     assert "uid=golem" in CONF_MOUNT_OPTIONS and "umask=0077" in CONF_MOUNT_OPTIONS
-    # Mounted for the whole run, unmounted at exit: the very last command.
-    assert machine.runner.argvs[-1] == ("umount", str(layout.conf_mount_dir))
+    # Mounted for the whole run; after success left mounted read-only, so the link
+    # resolves: the very last command.
+    assert machine.runner.argvs[-1] == ("mount", "-o", "remount,ro", str(layout.conf_mount_dir))
+    assert machine.runner.matching("umount") == []
     assert f"golemwz: configuration saved to {on_partition}" in console(machine)
 
 

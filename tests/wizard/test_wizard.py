@@ -39,7 +39,7 @@ def test_complete_first_boot_file_runs_all_steps_without_a_question(
     assert main([], machine.services(ui)) == 0
     order = programs(machine)
     expected_order = ["lsblk", "mount", "sfdisk", "resize2fs", "mount", "chpasswd", "nm-online",
-                      "golemsp setup", "ya-provider preset", "modprobe", "systemctl", "umount"]
+                      "golemsp setup", "ya-provider preset", "modprobe", "systemctl", "mount"]
     positions = [order.index(p, order.index(expected_order[i - 1]) if i else 0)
                  for i, p in enumerate(expected_order)]
     assert positions == sorted(positions), order

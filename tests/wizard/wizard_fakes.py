@@ -223,6 +223,9 @@ def sfdisk_json(storage_size: int, last_lba: int = IMAGE_SECTORS - 34) -> str:
 
 
 PASSWORD = "abcd-efgh-ijkm-npqr"
+# What the fake chpasswd writes to the fake /etc/shadow for PASSWORD (yescrypt form).
+PASSWORD_HASH = "$y$j9T$F5Jx5fExrKuPp53xLKQ..1$X3DX6M94c7o.9agCG9G317fhZg9SqC.5i5rd.RhAtQ7"
+NO_PASSWORD_SHADOW = "root:*:19000:0:99999:7:::\ngolem:!:19000:0:99999:7:::\n"
 ACCOUNT = "0x" + "ab" * 20
 RUNTIME_JSON = [{
     "name": "vm-nvidia",
@@ -254,6 +257,8 @@ class FakeMachine:
         size_file.parent.mkdir(parents=True)
         size_file.write_text(f"{32 * 2**30 // 512}\n")
         self.layout.golem_home.mkdir(parents=True)
+        self.layout.shadow_file.parent.mkdir(parents=True)
+        self.layout.shadow_file.write_text(NO_PASSWORD_SHADOW)
         if golem:
             bin_dir = self.layout.bin_dirs[1]
             bin_dir.mkdir(parents=True)
@@ -272,7 +277,16 @@ class FakeMachine:
             ("passwd", "--status"): (0, "golem NP\n"),
             ("nm-online",): (0, ""),
             ("nmcli",): (0, "IP4.ADDRESS[1]:192.168.1.20/24\nIP6.ADDRESS[1]:fe80\\:\\:1/64\n"),
-        })
+        }, side_effects={("chpasswd",): self.chpasswd})
+
+    def chpasswd(self, argv: tuple[str, ...]) -> None:
+        """Like chpasswd: hash a plain password (to PASSWORD_HASH), or take a hash as is."""
+        data = self.runner.calls[-1].input or b""
+        user, _, secret = data.decode().rstrip("\n").partition(":")
+        crypt_hash = secret if "--encrypted" in argv else PASSWORD_HASH
+        lines = [f"{user}:{crypt_hash}:19000:0:99999:7:::" if line.split(":")[0] == user
+                 else line for line in self.layout.shadow_file.read_text().splitlines()]
+        self.layout.shadow_file.write_text("\n".join(lines) + "\n")
 
     def write_first_boot(self, text: str) -> Path:
         self.layout.conf_mount_dir.mkdir(parents=True, exist_ok=True)
@@ -283,12 +297,13 @@ class FakeMachine:
         """What a reboot of the live system leaves: partitions, not the RAM overlay.
 
         The conf partition's files (the fake's conf_mount_dir) and the storage stay;
-        home, /var/lib and the log of commands and console lines are gone."""
+        home, /var/lib, /etc/shadow and the log of commands and console lines are gone."""
         import shutil
 
         for ram in (self.layout.golem_home, self.layout.state_dir):
             shutil.rmtree(ram, ignore_errors=True)
         self.layout.golem_home.mkdir(parents=True)
+        self.layout.shadow_file.write_text(NO_PASSWORD_SHADOW)
         self.console.unlink(missing_ok=True)
         self.runner.calls.clear()
 

@@ -1,12 +1,15 @@
 """The `golem` user's access: a generated password and SSH public keys.
 
 The password travels only through chpasswd's standard input: never on a
-command line (visible in ps) and never in the log.
+command line (visible in ps) and never in the log. The same holds for its crypt
+hash, which is kept on the conf partition so the password survives reboots
+(/etc/shadow is in RAM on the live system): the plain password is never stored.
 """
 
 from __future__ import annotations
 
 import math
+import re
 import secrets
 from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
@@ -17,6 +20,11 @@ from golemwz.runner import Runner
 UNAMBIGUOUS_ALPHABET = "abcdefghijkmnpqrstuvwxyzABCDEFGHJKLMNPQRSTUVWXYZ23456789"
 MIN_PASSWORD_BITS = 80
 GROUP_SIZE = 4
+# crypt(5) `$id$...`: yescrypt `$y$j9T$salt$hash`, SHA-512 `$6$rounds=N$salt$hash`,
+# bcrypt `$2b$12$...`. No ':', newline or blank can match, so a hash read from the
+# (FAT, writable by anyone holding the stick) conf partition cannot add a line for
+# another user to chpasswd's input, nor be a locked `!`/`*` or empty password.
+CRYPT_HASH = re.compile(r"\$[0-9a-z]{1,8}\$[0-9A-Za-z./=,$-]{8,}")
 
 
 def password_length(alphabet_size: int, min_bits: int = MIN_PASSWORD_BITS) -> int:
@@ -40,6 +48,26 @@ def password_is_set(runner: Runner, user: str) -> bool:
 
 def set_password(runner: Runner, user: str, password: str) -> None:
     runner.run(["chpasswd"], input=f"{user}:{password}\n".encode())
+
+
+def is_crypt_hash(text: str) -> bool:
+    return CRYPT_HASH.fullmatch(text) is not None
+
+
+def read_password_hash(shadow: Path, user: str) -> str | None:
+    """The crypt hash of `user` in /etc/shadow; None when it has none (locked, empty)."""
+    for line in shadow.read_text(encoding="utf-8", errors="replace").splitlines():
+        fields = line.split(":")
+        if fields[0] == user and len(fields) > 1:
+            return fields[1] if is_crypt_hash(fields[1]) else None
+    return None
+
+
+def restore_password_hash(runner: Runner, user: str, crypt_hash: str) -> None:
+    """Set an already hashed password: `chpasswd --encrypted`, the hash on stdin only."""
+    if not is_crypt_hash(crypt_hash):
+        raise ValueError("not a crypt(5) hash")  # the value itself is not shown
+    runner.run(["chpasswd", "--encrypted"], input=f"{user}:{crypt_hash}\n".encode())
 
 
 def install_ssh_keys(authorized_keys: Path, keys: Iterable[str], runner: Runner,

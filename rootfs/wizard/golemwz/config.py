@@ -243,7 +243,12 @@ def to_toml(settings: Settings) -> dict[str, object]:
 def save_atomically(settings: Settings, path: Path,
                     rename: Callable[[str, Path], None] = os.replace) -> None:
     """Write, fsync, rename: a crash leaves either the old file or the new one."""
-    data = tomli_w.dumps(to_toml(settings)).encode()
+    write_atomically(tomli_w.dumps(to_toml(settings)).encode(), path, rename)
+
+
+def write_atomically(data: bytes, path: Path,
+                     rename: Callable[[str, Path], None] = os.replace) -> None:
+    """`data` to a private temporary file, fsync, rename over `path`, fsync the directory."""
     path.parent.mkdir(parents=True, exist_ok=True)
     descriptor, temporary = tempfile.mkstemp(prefix=".golemwz-", suffix=".tmp", dir=path.parent)
     try:
@@ -251,7 +256,7 @@ def save_atomically(settings: Settings, path: Path,
             handle.write(data)
             handle.flush()
             os.fsync(handle.fileno())
-        os.chmod(temporary, 0o600)  # ssh keys and the account are nobody else's business
+        os.chmod(temporary, 0o600)  # keys, account, password hash: nobody else's business
         rename(temporary, path)
     except BaseException:
         if os.path.exists(temporary):

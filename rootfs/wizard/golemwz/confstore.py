@@ -4,9 +4,11 @@ On the live system /home is on the RAM overlay, so a file kept only in ~golem is
 gone at the next boot. The saved configuration is therefore `golemwz-saved.toml`
 on the conf partition (FAT, next to the first-boot golemwz.toml), and
 ~golem/.golemwz.toml is a symlink to it, made once the partition is mounted.
-The partition stays mounted (with `uid=golem` and private permissions: the file
-holds the account and SSH keys) while the wizard runs, and is unmounted at exit,
-so the symlink resolves only while the wizard runs or after mounting it again.
+The partition is mounted (with `uid=golem` and private permissions: the file
+holds the account and SSH keys) while the wizard runs. After a successful run it
+stays mounted, read-only, so the symlink resolves; after a failure it is
+unmounted (see close()). The crypt hash of golem's generated password is kept
+there too (`golemwz-password.hash`), so the password survives reboots.
 
 Booted from the ISO there is no conf partition: the saved file is then a plain
 ~golem/.golemwz.toml, for this session only, and the log says so once.
@@ -18,7 +20,7 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from golemwz.config import Settings, read_toml, save_atomically
+from golemwz.config import Settings, read_toml, save_atomically, write_atomically
 from golemwz.layout import CONF_PARTLABEL, GOLEM_USER, SystemLayout
 from golemwz.report import Reporter
 from golemwz.runner import Runner
@@ -37,6 +39,7 @@ class ConfStore:
     reporter: Reporter
     on_partition: bool = False  # the conf partition is mounted on layout.conf_mount_dir
     mounted_here: bool = False  # ...by us, so we unmount it at exit
+    made_writable: bool = False  # it was mounted read-only (an earlier run): remounted rw
 
     def open(self) -> None:
         """Mount the conf partition when there is one; link ~/.golemwz.toml to its file."""
@@ -52,14 +55,31 @@ class ConfStore:
                            check=False).returncode != 0:
             self.runner.run(["mount", "-o", CONF_MOUNT_OPTIONS, partition.path, str(mount_dir)])
             self.mounted_here = True
+        elif not os.access(mount_dir, os.W_OK):  # EROFS: left read-only by a successful run
+            self.runner.run(["mount", "-o", "remount,rw", str(mount_dir)])
+            self.made_writable = True
         self.on_partition = True
         if self.layout.conf_saved_config.exists():
             self.link_home()
 
-    def close(self) -> None:
-        if self.mounted_here:
-            self.runner.run(["umount", str(self.layout.conf_mount_dir)], check=False)
-            self.mounted_here = False
+    def close(self, keep_mounted: bool = False) -> None:
+        """Unmount what open() mounted, or with `keep_mounted` leave it mounted read-only.
+
+        Kept after a successful run so ~/.golemwz.toml is not a dangling link. Read-only,
+        because a provider node is often switched off at the plug: a rw vfat stays marked
+        dirty (and a FAT write may be half done) until unmounted, while remounting ro
+        flushes and clears the dirty flag, leaving the FAT as clean as after umount.
+        To edit the file: `sudo mount -o remount,rw /run/golemwz/conf`, or run golemwz.
+        After a failure it is unmounted as before: the user at tty1 may take the stick
+        out to fix golemwz.toml on another machine."""
+        mount_dir = str(self.layout.conf_mount_dir)
+        if (self.mounted_here or self.made_writable) and keep_mounted:
+            self.runner.run(["mount", "-o", "remount,ro", mount_dir], check=False)
+        elif self.mounted_here:
+            self.runner.run(["umount", mount_dir], check=False)
+        elif self.made_writable:
+            self.runner.run(["mount", "-o", "remount,ro", mount_dir], check=False)
+        self.mounted_here = self.made_writable = False
 
     @property
     def saved_path(self) -> Path:
@@ -94,6 +114,22 @@ class ConfStore:
         else:
             self.runner.run(["chown", f"{GOLEM_USER}:{GOLEM_USER}", str(self.saved_path)])
         return self.saved_path
+
+    def read_password_hash(self) -> str | None:
+        """The saved hash (unchecked: the caller validates it); None without one."""
+        if not self.on_partition:
+            return None
+        try:
+            return self.layout.conf_password_hash.read_text(encoding="utf-8",
+                                                            errors="replace").strip()
+        except FileNotFoundError:
+            return None
+
+    def save_password_hash(self, crypt_hash: str) -> Path:
+        """Write the hash atomically on the partition; OSError if that fails."""
+        path = self.layout.conf_password_hash
+        write_atomically(f"{crypt_hash}\n".encode(), path)
+        return path
 
     def delete_first_boot(self) -> None:
         self.layout.first_boot_config.unlink(missing_ok=True)

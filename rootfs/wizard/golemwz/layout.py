@@ -17,6 +17,8 @@ ROOT_PARTLABEL = "Golem root filesystem"
 FIRST_BOOT_FILE_NAME = "golemwz.toml"
 # The saved configuration, on the conf partition: /home is in RAM on the live system.
 SAVED_FILE_NAME = "golemwz-saved.toml"
+# The crypt hash of golem's generated password, next to it: /etc/shadow is in RAM too.
+PASSWORD_HASH_FILE_NAME = "golemwz-password.hash"
 GOLEM_USER = "golem"
 PROVIDER_SERVICE = "golem-provider.service"
 # The directory on the storage partition that becomes ~golem/.local.
@@ -38,6 +40,7 @@ class SystemLayout:
     conf_mount_dir: Path = Path("/run/golemwz/conf")
     storage_mount_dir: Path = Path("/mnt/golem-storage")
     pci_ids_file: Path = Path("/usr/share/misc/pci.ids")
+    shadow_file: Path = Path("/etc/shadow")
 
     @classmethod
     def under(cls, root: Path) -> SystemLayout:
@@ -55,6 +58,7 @@ class SystemLayout:
             conf_mount_dir=root / "run/golemwz/conf",
             storage_mount_dir=root / "mnt/golem-storage",
             pci_ids_file=root / "usr/share/misc/pci.ids",
+            shadow_file=root / "etc/shadow",
         )
 
     @property
@@ -66,6 +70,10 @@ class SystemLayout:
     @property
     def conf_saved_config(self) -> Path:
         return self.conf_mount_dir / SAVED_FILE_NAME
+
+    @property
+    def conf_password_hash(self) -> Path:
+        return self.conf_mount_dir / PASSWORD_HASH_FILE_NAME
 
     @property
     def log_file(self) -> Path:

@@ -137,6 +137,7 @@ class Wizard:
 
     def run(self) -> None:
         """All the steps, with the conf partition mounted from start to exit."""
+        completed = False  # only a full run leaves the conf partition mounted (read-only)
         self.store.open()
         try:
             self.load_configuration()
@@ -148,8 +149,9 @@ class Wizard:
             except WizardError as error:
                 self.keep_configuration_after(error)
                 raise
+            completed = True
         finally:
-            self.store.close()
+            self.store.close(keep_mounted=completed)
 
     def run_steps(self) -> None:
         self.accept_terms()
@@ -222,9 +224,12 @@ class Wizard:
         runner = self.services.runner
         if accounts.password_is_set(runner, GOLEM_USER):
             self.step(f"the password of {GOLEM_USER} was set before; kept")
+        elif self.restore_password():
+            self.step(f"password restored from {CONF_PARTLABEL}")
         else:
             password = self.services.new_password()
             accounts.set_password(runner, GOLEM_USER, password)
+            self.keep_password_hash()
             text = (f"The password of user '{GOLEM_USER}' is:\n\n    {password}\n\n"
                     "Write it down now: it is shown only this once.")
             if self.unattended():
@@ -236,6 +241,44 @@ class Wizard:
             added = accounts.install_ssh_keys(self.layout.authorized_keys, self.settings.ssh_keys,
                                               runner, GOLEM_USER)
             self.step(f"SSH keys: {added} added to {self.layout.authorized_keys}")
+
+    def restore_password(self) -> bool:
+        """Set the password generated at an earlier boot from its saved hash, if any.
+
+        Neither the hash nor a malformed file's content is ever logged."""
+        path = self.layout.conf_password_hash
+        try:
+            crypt_hash = self.store.read_password_hash()
+        except OSError as error:
+            self.services.reporter.warn(f"cannot read {path}: {error.strerror}; "
+                                        "a new password is generated")
+            return False
+        if crypt_hash is None:
+            return False
+        if not accounts.is_crypt_hash(crypt_hash):
+            self.services.reporter.warn(f"{path} is not a crypt hash ($id$...): ignored; "
+                                        "a new password is generated")
+            return False
+        accounts.restore_password_hash(self.services.runner, GOLEM_USER, crypt_hash)
+        return True
+
+    def keep_password_hash(self) -> None:
+        """Save the new password's crypt hash (never the password) where it persists."""
+        if not self.store.on_partition:
+            return  # booted from the ISO: nothing persists, as for the configuration
+        path = self.layout.conf_password_hash
+        try:
+            crypt_hash = accounts.read_password_hash(self.layout.shadow_file, GOLEM_USER)
+            if crypt_hash is None:
+                raise OSError(f"no crypt hash for {GOLEM_USER}")
+            self.store.save_password_hash(crypt_hash)
+        except OSError as error:
+            self.services.reporter.warn(f"the password hash was not saved to {path} "
+                                        f"({error.strerror or error}): "
+                                        "a new password will be generated at the next boot")
+            return
+        self.step(f"password hash saved to {path} on {CONF_PARTLABEL}: "
+                  "the password survives reboots")
 
     def check_network(self) -> None:
         ui, runner = self.services.ui, self.services.runner
