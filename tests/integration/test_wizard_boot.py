@@ -300,6 +300,7 @@ def test_first_boot_configuration_grown_storage_and_a_reboot(
         "golemwz: terms of use accepted",
         "golemwz: grew Golem storage",
         "golemwz: storage configured",
+        "golemwz: generated a password for golem",
         "golemwz: SSH keys: 1 added",
         "golemwz: network is up",
         "golemwz: no compatible GPU: this machine has no NVIDIA GPU",
@@ -323,6 +324,7 @@ def test_first_boot_configuration_grown_storage_and_a_reboot(
     assert STORAGE_DIR in storage_listing(image, grown, "/")
     files = conf_files(image, grown)
     assert "golemwz.toml" not in files and "golemwz-saved.toml" in files, files
+    assert "golemwz-password.hash" in files, files  # the hash only, for the next boot
     saved = tomllib.loads(run("mtype", "-i", fat(image, grown), "::golemwz-saved.toml",
                               env=MTOOLS_ENV))
     assert saved["storage_partition"] == STORAGE_PARTUUID and saved["accepted_terms"] is True
@@ -343,12 +345,14 @@ echo "written by the guest" > "$HOME/.local/guest-marker.txt" && echo guest_wrot
         f"golemwz: read saved configuration {SAVED_ON_CONF}",
         "already reaches the end of /dev/",
         "golemwz: storage configured",
+        "golemwz: password restored from Golem conf storage",
         "golemwz: SSH keys: 1 added",
         "golemwz: no compatible GPU",
         "Stopped golem-autologin.service",
     ])
     assert "read first-boot configuration" not in second.console
     assert "grew Golem storage" not in second.console
+    assert "generated a password" not in second.console  # the same password as before
     assert_fallback_and_storage(second, "boot 2")
     assert second.guest.get("marker") == marker.read_text().strip()
     assert second.guest.get("guest_wrote") == "yes"
