@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+import signal
+import time
 from collections.abc import Mapping, Sequence
 from contextlib import ExitStack
 from pathlib import Path
@@ -23,6 +26,37 @@ CHROOT_ENV = {
 POLICY_RC_D = "#!/bin/sh\nexit 101\n"
 
 
+def processes_inside(root: Path, proc: Path = Path("/proc")) -> list[int]:
+    """PIDs whose root directory is `root` or below it."""
+    base = root.resolve()
+    found = []
+    for entry in proc.iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            their_root = Path(os.readlink(entry / "root"))
+        except OSError:  # gone, or a kernel thread
+            continue
+        if their_root == base or base in their_root.parents:
+            found.append(int(entry.name))
+    return found
+
+
+def stop_processes_inside(root: Path, grace: float = 10.0) -> None:
+    for sig in (signal.SIGTERM, signal.SIGKILL):
+        pids = processes_inside(root)
+        if not pids:
+            return
+        for pid in pids:
+            try:
+                os.kill(pid, sig)
+            except ProcessLookupError:
+                pass
+        deadline = time.monotonic() + grace
+        while time.monotonic() < deadline and processes_inside(root):
+            time.sleep(0.1)
+
+
 class Chroot:
     """A rootfs with /proc, /sys, /dev, /dev/pts and /run mounted for the duration."""
 
@@ -37,6 +71,9 @@ class Chroot:
         mount(stack, runner, root / "dev", "--bind", "/dev")
         mount(stack, runner, root / "dev" / "pts", "--bind", "/dev/pts")
         mount(stack, runner, root / "run", "-t", "tmpfs", "-o", "mode=0755", "tmpfs")
+        # Registered last, so it runs first on unwind: apt starts dpkg in a session of
+        # its own, which the runner's process-group kill does not reach.
+        stack.callback(stop_processes_inside, root)
 
     def _unmount_everything(self) -> None:
         for point in mounts_under(self.root):

@@ -182,7 +182,7 @@ def _discard(cache: StageCache, temp: Path) -> None:
     # A temp dir is never read by a lookup, so leaving one behind is safe.
     try:
         cache.sweep_temps()
-    except BuildError:
+    except (BuildError, OSError):
         pass
 
 

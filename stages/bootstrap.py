@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from builder.chroot import stop_processes_inside
 from builder.config import BuildConfig
 from builder.mounts import mounts_under, unmount
 from builder.preflight import check_debian_mirror
@@ -26,7 +27,9 @@ class BootstrapStage(Stage):
         root.mkdir()
 
         def unmount_leftovers() -> None:
-            # debootstrap mounts /proc and /sys itself; a kill leaves them behind.
+            # debootstrap mounts /proc and /sys itself; a kill leaves them behind,
+            # and maybe a dpkg still running inside.
+            stop_processes_inside(root)
             for point in mounts_under(root):
                 unmount(ctx.runner, point)
 
