@@ -11,20 +11,17 @@ from __future__ import annotations
 import os
 import shutil
 from collections.abc import Iterator
-from pathlib import Path, PurePosixPath
+from pathlib import Path
 from typing import Any
 
 import jinja2
 
 from builder.config import BuildConfig
 from builder.errors import BuildError
+from builder.repo.debpkg import LAUNCHER, PY_DEST, WIZARD_SOURCE, wizard_sources
 from builder.stage import Stage, StageContext
 
 OVERLAY_DIR = Path("rootfs") / "overlay"
-WIZARD_DIR = Path("rootfs") / "wizard" / "golemwz"
-WIZARD_TARGET = PurePosixPath("usr/lib/python3/dist-packages/golemwz")
-WIZARD_LAUNCHER = (
-    "#!/usr/bin/python3\nimport sys\n\nfrom golemwz.cli import main\n\nsys.exit(main())\n")
 UNIT_DIRS = ("etc/systemd/system", "usr/lib/systemd/system", "lib/systemd/system")
 
 
@@ -39,11 +36,6 @@ def overlay_files(project_root: Path, overlays: tuple[str, ...]) -> Iterator[tup
             if source.is_file() or source.is_symlink():
                 rel = str(source.relative_to(base))
                 yield source, rel[:-3] if rel.endswith(".j2") else rel
-
-
-def wizard_files(project_root: Path) -> list[Path]:
-    base = project_root / WIZARD_DIR
-    return sorted(p for p in base.rglob("*.py") if "__pycache__" not in p.parts)
 
 
 # git keeps only the executable bit, so modes that matter are decided here.
@@ -141,7 +133,7 @@ class OverlayStage(Stage):
         files = [source for source, _ in overlay_files(config.project_root,
                                                        config.profile.overlays)]
         if "golemwz" not in config.profile.golem.packages:
-            files += wizard_files(config.project_root)
+            files += wizard_sources(config.project_root)
         return files
 
     def run(self, ctx: StageContext) -> None:
@@ -174,10 +166,11 @@ class OverlayStage(Stage):
     @staticmethod
     def _install_wizard(project_root: Path, root: Path) -> None:
         """Without the signed repository the wizard is copied in as plain files."""
-        base = project_root / WIZARD_DIR
-        target_dir = root / WIZARD_TARGET
+        # The same files, places and launcher as the golemwz package (builder.repo.debpkg).
+        base = project_root / WIZARD_SOURCE
+        target_dir = root / PY_DEST
         if target_dir.exists():
             shutil.rmtree(target_dir)
-        for source in wizard_files(project_root):
+        for source in wizard_sources(project_root):
             replace_file(target_dir / source.relative_to(base), source.read_bytes(), 0o644)
-        replace_file(root / "usr/bin/golemwz", WIZARD_LAUNCHER.encode(), 0o755)
+        replace_file(root / "usr/bin/golemwz", LAUNCHER.encode(), 0o755)

@@ -7,7 +7,6 @@ an account without a password, as a real boot does. The plain password is never 
 from __future__ import annotations
 
 import os
-from pathlib import Path
 
 import pytest
 from golemwz import confstore
@@ -27,11 +26,6 @@ from wizard_fakes import (
 )
 
 RESTORED = "golemwz: password restored from Golem conf storage"
-
-
-@pytest.fixture
-def machine(tmp_path: Path) -> FakeMachine:
-    return FakeMachine(tmp_path)
 
 
 def everything_logged(machine: FakeMachine) -> str:

@@ -26,11 +26,6 @@ from wizard_fakes import (
 CONF_DEVICE = "/dev/sda3"
 
 
-@pytest.fixture
-def machine(tmp_path: Path) -> FakeMachine:
-    return FakeMachine(tmp_path)
-
-
 def console(machine: FakeMachine) -> str:
     return "\n".join(machine.console_lines())
 

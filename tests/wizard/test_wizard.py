@@ -15,11 +15,6 @@ from wizard_fakes import ACCOUNT, FULL_FIRST_BOOT, PASSWORD, FakeMachine, Script
 RTX_FUNCTIONS = ["0000:01:00.0", "0000:01:00.1", "0000:01:00.2", "0000:01:00.3"]
 
 
-@pytest.fixture
-def machine(tmp_path: Path) -> FakeMachine:
-    return FakeMachine(tmp_path)
-
-
 def saved(machine: FakeMachine) -> dict[str, object]:
     return tomllib.loads(machine.layout.saved_config.read_text())
 
