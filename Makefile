@@ -9,6 +9,8 @@ LOCAL_DEBS ?=
 PYTEST_ARGS ?=
 
 VENV   := $(CURDIR)/.venv
+# The Python packages of the builder (see the code map in README.md).
+PY_DIRS := builder stages apt_repo disk boot_test
 GOLEM_LIVE := $(VENV)/bin/golem-live
 BUILD_ARGS := --profile $(PROFILE) --version $(VERSION) --tmp-dir $(TMP_DIR) \
 	--work-dir $(WORK_DIR) $(if $(LOCAL_DEBS),--local-debs $(LOCAL_DEBS))
@@ -57,8 +59,8 @@ boot: venv
 	$(GOLEM_LIVE) boot --version $(VERSION) --work-dir $(WORK_DIR)
 
 lint: venv
-	$(VENV)/bin/ruff check builder stages partitions rootfs/wizard tests
-	$(VENV)/bin/mypy builder stages partitions rootfs/wizard/golemwz
+	$(VENV)/bin/ruff check $(PY_DIRS) rootfs/wizard tests
+	$(VENV)/bin/mypy $(PY_DIRS) rootfs/wizard/golemwz
 
 # Unit tests only: no root, no network, seconds.
 unit: venv

@@ -12,12 +12,9 @@ from typing import Any
 
 import click
 
-from builder.config import BuildConfig, make_config, profile_names
-from builder.errors import BuildError
-from builder.mounts import safe_rmtree, sweep
-from builder.pipeline import Plan, default_stages, execute, make_plan
-from builder.preflight import check_root, check_tools
-from builder.qemu import (
+from apt_repo.cli import repo
+from apt_repo.github import GitHubSettings
+from boot_test.qemu import (
     FIRMWARES,
     MEDIA,
     NO_AUTOSTART_ENTRY,
@@ -26,9 +23,12 @@ from builder.qemu import (
     Media,
     select_menu_entry,
 )
-from builder.qemu import boot as boot_image
-from builder.repo.cli import repo
-from builder.repo.github import GitHubSettings
+from boot_test.qemu import boot as boot_image
+from builder.config import BuildConfig, make_config, profile_names
+from builder.errors import BuildError
+from builder.mounts import safe_rmtree, sweep
+from builder.pipeline import Plan, default_stages, execute, make_plan
+from builder.preflight import check_root, check_tools
 from builder.runner import SubprocessRunner
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent

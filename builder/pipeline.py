@@ -9,10 +9,10 @@ from contextlib import ExitStack
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from apt_repo.github import GitHubSettings
 from builder.cache import Manifest, StageCache, make_manifest
 from builder.config import BuildConfig
 from builder.errors import BuildError
-from builder.repo.github import GitHubSettings
 from builder.runner import Runner, SubprocessRunner
 from builder.stage import Stage, StageContext
 

@@ -41,8 +41,8 @@ import jinja2
 from builder.config import BuildConfig
 from builder.errors import BuildError
 from builder.stage import Stage, StageContext
-from partitions.assemble import fat_image_bytes, make_fat_image
-from partitions.layout import (
+from disk.assemble import fat_image_bytes, make_fat_image
+from disk.layout import (
     LAYOUT_FILE,
     PartitionSpec,
     derive_ids,
@@ -147,7 +147,7 @@ def bios_input_files() -> list[Path]:
 
 class BootloaderStage(Stage):
     name = "bootloader"
-    code = ("partitions.assemble", "partitions.layout")
+    code = ("disk.assemble", "disk.layout")
     version = 1
     depends = ()
     config_keys = ("profile.name", "profile.kernel_cmdline", "version", "image_name", "seed")

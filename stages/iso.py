@@ -17,7 +17,7 @@ from pathlib import Path
 from builder.config import BuildConfig
 from builder.errors import BuildError
 from builder.stage import Stage, StageContext
-from partitions.layout import seeded_uuid
+from disk.layout import seeded_uuid
 
 # What GRUB and live-boot need; anything else in live/ (filesystem.size, ...) goes along.
 LIVE_FILES = ("vmlinuz", "initrd.img", "filesystem.squashfs")

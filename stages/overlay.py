@@ -16,9 +16,9 @@ from typing import Any
 
 import jinja2
 
+from apt_repo.debpkg import LAUNCHER, PY_DEST, WIZARD_SOURCE, wizard_sources
 from builder.config import BuildConfig
 from builder.errors import BuildError
-from builder.repo.debpkg import LAUNCHER, PY_DEST, WIZARD_SOURCE, wizard_sources
 from builder.stage import Stage, StageContext
 
 OVERLAY_DIR = Path("rootfs") / "overlay"
@@ -166,7 +166,7 @@ class OverlayStage(Stage):
     @staticmethod
     def _install_wizard(project_root: Path, root: Path) -> None:
         """Without the signed repository the wizard is copied in as plain files."""
-        # The same files, places and launcher as the golemwz package (builder.repo.debpkg).
+        # The same files, places and launcher as the golemwz package (apt_repo.debpkg).
         base = project_root / WIZARD_SOURCE
         target_dir = root / PY_DEST
         if target_dir.exists():

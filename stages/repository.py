@@ -8,7 +8,7 @@ Output (ctx.output):
 
 Sources: the wizard (golemwz, built here), then config.local_debs if set (it stands
 in for GOLEM's sources: no GitHub then), else GOLEM's GitHub releases selected by
-builder/repo/components.toml for the profile's channel.
+apt_repo/components.toml for the profile's channel.
 
 Signing: with the maintainer key if one is given to the stage; otherwise with an
 ephemeral key made in a throwaway GNUPGHOME that is deleted (agent stopped) before
@@ -21,19 +21,19 @@ import shutil
 import time
 from pathlib import Path
 
-from builder.config import BuildConfig
-from builder.errors import BuildError
-from builder.repo.archive import ArchiveSpec
-from builder.repo.assemble import RepoRequest, build_repository, local_debs, write_manifest
-from builder.repo.components import COMPONENTS_FILE, Component, load_components
-from builder.repo.debpkg import WizardPackage, wizard_sources
-from builder.repo.github import GitHubClient, GitHubSettings
-from builder.repo.keys import (
+from apt_repo.archive import ArchiveSpec
+from apt_repo.assemble import RepoRequest, build_repository, local_debs, write_manifest
+from apt_repo.components import COMPONENTS_FILE, Component, load_components
+from apt_repo.debpkg import WizardPackage, wizard_sources
+from apt_repo.github import GitHubClient, GitHubSettings
+from apt_repo.keys import (
     SigningKey,
     discard_home,
     ephemeral_home,
     ephemeral_key,
 )
+from builder.config import BuildConfig
+from builder.errors import BuildError
 from builder.stage import Stage, StageContext
 
 REPO_DIR = "repo"
@@ -43,8 +43,8 @@ MANIFEST = "manifest.json"
 
 class RepositoryStage(Stage):
     name = "repository"
-    code = ("builder.repo.archive", "builder.repo.assemble", "builder.repo.components",
-            "builder.repo.debpkg", "builder.repo.github", "builder.repo.keys")
+    code = ("apt_repo.archive", "apt_repo.assemble", "apt_repo.components",
+            "apt_repo.debpkg", "apt_repo.github", "apt_repo.keys")
     version = 1
     depends = ()
     config_keys = ("version", "local_debs", "profile.debian.suite", "profile.debian.arch",

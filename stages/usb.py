@@ -1,6 +1,6 @@
 """The GPT USB image: golem-gpu-live-VERSION.img, bootable under BIOS and UEFI.
 
-Partitions (partitions/layout.toml): EFI System (shim + signed GRUB and a
+Partitions (disk/layout.toml): EFI System (shim + signed GRUB and a
 grub.cfg stub that finds the root filesystem by UUID), BIOS boot partition
 (GRUB i386-pc core.img), Golem conf storage (golemwz-example.toml), Golem root
 filesystem (the live medium: /live, /boot/grub/grub.cfg, /.disk/info) and
@@ -16,14 +16,14 @@ from pathlib import Path
 from builder.config import BuildConfig
 from builder.errors import BuildError
 from builder.stage import Stage, StageContext
-from partitions.assemble import (
+from disk.assemble import (
     assemble_disk,
     ext4_content_bytes,
     install_grub_bios,
     make_ext4_image,
     make_fat_image,
 )
-from partitions.layout import LAYOUT_FILE, MIB, load_layout, plan_disk
+from disk.layout import LAYOUT_FILE, MIB, load_layout, plan_disk
 
 EXAMPLE_CONF = Path("rootfs/overlay/common/usr/share/golemwz/golemwz-example.toml")
 # What GRUB and live-boot need; anything else in live/ (filesystem.size, ...) goes along.
@@ -54,7 +54,7 @@ def stage_live_medium(squashfs_out: Path, bootloader_out: Path, tree: Path) -> N
 
 class UsbImageStage(Stage):
     name = "usb"
-    code = ("partitions.assemble", "partitions.layout")
+    code = ("disk.assemble", "disk.layout")
     version = 1
     depends = ("squashfs", "bootloader")
     config_keys = ("image_name", "seed")

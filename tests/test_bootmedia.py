@@ -16,8 +16,8 @@ from builder.config import BuildConfig, make_config
 from builder.errors import BuildError
 from builder.runner import RecordingRunner
 from builder.stage import Stage, StageContext
-from partitions.assemble import BLOCKLIST_OFFSET
-from partitions.layout import LAYOUT_FILE, SECTOR_BYTES, derive_ids, load_layout
+from disk.assemble import BLOCKLIST_OFFSET
+from disk.layout import LAYOUT_FILE, SECTOR_BYTES, derive_ids, load_layout
 from stages.bootloader import BootloaderStage, kernel_cmdline, render_grub_cfg
 from stages.iso import IsoStage, volume_id, xorriso_argv
 from stages.usb import EXAMPLE_CONF, UsbImageStage
@@ -32,7 +32,7 @@ def config(tmp_path: Path) -> BuildConfig:
     root = tmp_path / "project"
     shutil.copytree(PROJECT_ROOT / "rootfs/profiles", root / "rootfs/profiles")
     shutil.copytree(PROJECT_ROOT / "rootfs/boot", root / "rootfs/boot")
-    shutil.copytree(PROJECT_ROOT / "partitions", root / "partitions")
+    shutil.copytree(PROJECT_ROOT / "disk", root / "disk")
     (root / EXAMPLE_CONF).parent.mkdir(parents=True)
     (root / EXAMPLE_CONF).write_text("# accepted_terms = true\n")
     return make_config(root, "gpu-node", "1.2.3", tmp_path / "tmp", tmp_path / "work")

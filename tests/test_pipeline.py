@@ -186,7 +186,7 @@ def test_stage_code_is_part_of_the_key(config: BuildConfig) -> None:
     from stages.usb import UsbImageStage
 
     files = make_plan(config, [UsbImageStage()]).step("usb").manifest.files
-    assert {"code:stages/usb.py", "code:partitions/assemble.py",
-            "code:partitions/layout.py"} <= set(files)
+    assert {"code:stages/usb.py", "code:disk/assemble.py",
+            "code:disk/layout.py"} <= set(files)
     fake = make_plan(config, stages(Recorder())).step("first").manifest.files
     assert "code:tests/test_pipeline.py" in fake

@@ -1,4 +1,4 @@
-"""builder.qemu without QEMU: the command line, the console watcher against a
+"""boot_test.qemu without QEMU: the command line, the console watcher against a
 scripted console and a fake clock, and boot() against a stand-in qemu script."""
 
 from __future__ import annotations
@@ -12,8 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from builder.errors import BuildError
-from builder.qemu import (
+from boot_test.qemu import (
     NO_AUTOSTART_ENTRY,
     OVMF_CODE,
     OVMF_MS_VARS,
@@ -28,6 +27,7 @@ from builder.qemu import (
     strip_ansi,
     watch_console,
 )
+from builder.errors import BuildError
 
 IMAGE = Path("/images/golem-gpu-live-1.0.img")
 

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from builder.qemu import (
+from boot_test.qemu import (
     FIRMWARES,
     MEDIA,
     NO_AUTOSTART_ENTRY,

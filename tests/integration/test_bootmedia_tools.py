@@ -17,7 +17,7 @@ import pytest
 from builder.config import BuildConfig, make_config
 from builder.runner import SubprocessRunner
 from builder.stage import Stage, StageContext
-from partitions.layout import LAYOUT_FILE, MIB, derive_ids, load_layout, seeded_uuid
+from disk.layout import LAYOUT_FILE, MIB, derive_ids, load_layout, seeded_uuid
 from stages.bootloader import BootloaderStage
 from stages.iso import IsoStage
 from stages.usb import EXAMPLE_CONF, UsbImageStage

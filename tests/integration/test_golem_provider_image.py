@@ -10,15 +10,15 @@ from pathlib import Path
 
 import pytest
 
+from apt_repo.github import GitHubSettings
 from builder.config import make_config
 from builder.pipeline import default_stages, make_plan
-from builder.repo.github import GitHubSettings
+from tests.apt_repo.conftest import FakeGitHub, make_deb, start_fake_github
 from tests.conftest import PROJECT_ROOT, golem_live, require_root
-from tests.repo.conftest import FakeGitHub, make_deb, start_fake_github
 
 pytestmark = pytest.mark.integration
 
-# (GitHub repository, a tag its pattern in builder/repo/components.toml selects,
+# (GitHub repository, a tag its pattern in apt_repo/components.toml selects,
 #  the package its release carries)
 RELEASES = [
     ("golemfactory/yagna", "pre-rel-v0.14.0-rc1", "golem-provider", "0.14.0~rc1"),

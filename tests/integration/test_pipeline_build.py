@@ -53,7 +53,7 @@ def test_repeated_build_runs_nothing(gpu_node_image: BuiltImage) -> None:
 def project_copy(tmp_path: Path) -> Path:
     copy = tmp_path / "project"
     shutil.copytree(PROJECT_ROOT / "rootfs", copy / "rootfs")
-    shutil.copytree(PROJECT_ROOT / "partitions", copy / "partitions")
+    shutil.copytree(PROJECT_ROOT / "disk", copy / "disk")
     return copy
 
 

@@ -37,7 +37,7 @@ from typing import BinaryIO
 
 import pytest
 
-from builder.qemu import (
+from boot_test.qemu import (
     BootOptions,
     ConsoleWatcher,
     ProcessConsole,
@@ -51,7 +51,7 @@ from tests.conftest import MEASUREMENTS, BuiltImage
 
 pytestmark = [pytest.mark.integration, pytest.mark.boot]
 
-STORAGE_PARTUUID = "2a5ae4b8-3b4c-4b5e-9a43-90f3e6c1c0de"  # partitions/layout.toml
+STORAGE_PARTUUID = "2a5ae4b8-3b4c-4b5e-9a43-90f3e6c1c0de"  # disk/layout.toml
 STORAGE_DIR = "golem-gpu-live"  # the wizard's directory on storage, bound onto ~/.local
 SAVED_ON_CONF = "/run/golemwz/conf/golemwz-saved.toml"
 GROWTH = 2**30

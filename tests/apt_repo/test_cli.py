@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner, Result
 
-from builder.repo.cli import repo
-from builder.repo.keys import SigningKey
+from apt_repo.cli import repo
+from apt_repo.keys import SigningKey
 
 from .conftest import make_deb, need_tools
 

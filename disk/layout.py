@@ -19,7 +19,7 @@ from typing import Any
 
 from builder.errors import BuildError
 
-LAYOUT_FILE = Path("partitions") / "layout.toml"  # relative to the project root
+LAYOUT_FILE = Path("disk") / "layout.toml"  # relative to the project root
 LAYOUT_PATH = Path(__file__).with_name("layout.toml")  # this checkout's copy
 SECTOR_BYTES = 512
 MIB = 1024 * 1024

@@ -6,9 +6,9 @@ from pathlib import Path
 
 import pytest
 
+from apt_repo.components import Component, Selection
+from apt_repo.github import GitHubClient, GitHubSettings
 from builder.errors import BuildError
-from builder.repo.components import Component, Selection
-from builder.repo.github import GitHubClient, GitHubSettings
 
 from .conftest import FakeGitHub, make_deb
 

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import pytest
 
+from apt_repo.channels import CHANNELS, channel_for_ref, check_channel
+from apt_repo.components import Selection, load_components, parse_components
+from apt_repo.github import Asset, Release, select_assets, select_release
 from builder.errors import BuildError
-from builder.repo.channels import CHANNELS, channel_for_ref, check_channel
-from builder.repo.components import Selection, load_components, parse_components
-from builder.repo.github import Asset, Release, select_assets, select_release
 
 
 @pytest.mark.parametrize(("ref", "channel"), [
@@ -109,7 +109,7 @@ def test_no_matching_tag_names_pattern_and_newest_tags() -> None:
     assert str(err.value) == (
         "no release of golemfactory/yagna has a tag matching '^v2' (prereleases excluded); "
         "newest tags: v0.13.1, v1.0.0, v0.15.0-rc1, v0.14.0, v0.13.0 — adjust the pattern in "
-        "builder/repo/components.toml")
+        "apt_repo/components.toml")
 
 
 def test_asset_globs() -> None:

@@ -10,7 +10,7 @@ import pytest
 
 from builder.errors import BuildError
 from builder.runner import RecordingRunner
-from partitions.assemble import (
+from disk.assemble import (
     BLOCKLIST_OFFSET,
     assemble_disk,
     copy_sparse_into,
@@ -22,7 +22,7 @@ from partitions.assemble import (
     patch_boot_sector,
     patch_core_image,
 )
-from partitions.layout import (
+from disk.layout import (
     MIB,
     SECTOR_BYTES,
     derive_ids,

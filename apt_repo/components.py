@@ -8,8 +8,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from apt_repo.channels import CHANNELS
 from builder.errors import BuildError
-from builder.repo.channels import CHANNELS
 
 COMPONENTS_FILE = Path(__file__).with_name("components.toml")
 REPO_RE = re.compile(r"^[A-Za-z0-9_.-]+/[A-Za-z0-9_.-]+$")
@@ -107,5 +107,5 @@ def load_components(path: Path = COMPONENTS_FILE) -> tuple[Component, ...]:
         text = path.read_text(encoding="utf-8")
     except OSError as err:
         raise BuildError(f"cannot read the component list {path}: {err.strerror}",
-                         "restore builder/repo/components.toml") from None
+                         "restore apt_repo/components.toml") from None
     return parse_components(text, str(path))

@@ -15,10 +15,10 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
+from apt_repo.archive import ArchiveSpec, build_archive, sign
+from apt_repo.cli import repo
+from apt_repo.keys import IMAGE_KEYRING, SigningKey
 from builder.config import load_profile, make_config
-from builder.repo.archive import ArchiveSpec, build_archive, sign
-from builder.repo.cli import repo
-from builder.repo.keys import IMAGE_KEYRING, SigningKey
 from builder.runner import SubprocessRunner
 from stages.overlay import render, template_context
 

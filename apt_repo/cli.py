@@ -1,6 +1,6 @@
 """`golem-live repo ...`: the maintainer's commands for the signed APT repository.
 
-Attach with `main.add_command(repo)` (from builder.repo.cli import repo). The
+Attach with `main.add_command(repo)` (from apt_repo.cli import repo). The
 environment is read here and nowhere else: GNUPGHOME (gpg's own variable),
 SOURCE_DATE_EPOCH and GITHUB_TOKEN, each as the default of an explicit option.
 """
@@ -16,15 +16,13 @@ from typing import Any, TypeVar
 
 import click
 
-from builder.config import load_profile
-from builder.errors import BuildError
-from builder.repo.archive import ArchiveSpec
-from builder.repo.assemble import RepoRequest, build_repository, write_manifest
-from builder.repo.channels import CHANNELS, channel_for_ref
-from builder.repo.components import COMPONENTS_FILE, load_components
-from builder.repo.debpkg import WizardPackage
-from builder.repo.github import DEFAULT_API, GitHubClient, GitHubSettings
-from builder.repo.keys import (
+from apt_repo.archive import ArchiveSpec
+from apt_repo.assemble import RepoRequest, build_repository, write_manifest
+from apt_repo.channels import CHANNELS, channel_for_ref
+from apt_repo.components import COMPONENTS_FILE, load_components
+from apt_repo.debpkg import WizardPackage
+from apt_repo.github import DEFAULT_API, GitHubClient, GitHubSettings
+from apt_repo.keys import (
     PROJECT_KEYRING,
     KeySpec,
     SigningKey,
@@ -35,6 +33,8 @@ from builder.repo.keys import (
     resolve_signing_key,
     secret_export_hint,
 )
+from builder.config import load_profile
+from builder.errors import BuildError
 from builder.runner import SubprocessRunner
 
 PUBLIC_KEY_NAME = "golem-gpu-live.gpg"  # published next to dists/ and pool/
@@ -200,5 +200,5 @@ def build_command(channel: str, packages_dirs: tuple[Path, ...], fingerprint: st
                f"{outcome.archive.fingerprint}, verified with gpgv")
 
 
-if __name__ == "__main__":  # python -m builder.repo.cli ...
+if __name__ == "__main__":  # python -m apt_repo.cli ...
     repo()

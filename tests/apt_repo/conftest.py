@@ -19,7 +19,7 @@ from urllib.parse import parse_qs, urlsplit
 
 import pytest
 
-from builder.repo.keys import SigningKey, discard_home, ephemeral_key
+from apt_repo.keys import SigningKey, discard_home, ephemeral_key
 from builder.runner import SubprocessRunner
 
 PROJECT_ROOT = Path(__file__).resolve().parents[2]

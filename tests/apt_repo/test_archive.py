@@ -10,9 +10,9 @@ from pathlib import Path
 
 import pytest
 
+from apt_repo.archive import ArchiveSpec, build_archive, index, rfc2822, verify
+from apt_repo.keys import SigningKey
 from builder.errors import BuildError
-from builder.repo.archive import ArchiveSpec, build_archive, index, rfc2822, verify
-from builder.repo.keys import SigningKey
 from builder.runner import RecordingRunner, SubprocessRunner
 
 from .conftest import make_deb, need_tools

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from builder.repo.keys import IMAGE_KEYRING
+from apt_repo.keys import IMAGE_KEYRING
 
 SOURCES_NAME = "golem-gpu-live.sources"  # under /etc/apt/sources.list.d/
 

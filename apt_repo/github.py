@@ -18,8 +18,8 @@ from urllib.parse import urlsplit
 
 import requests
 
+from apt_repo.components import Component, Selection
 from builder.errors import BuildError
-from builder.repo.components import Component, Selection
 
 DEFAULT_API = "https://api.github.com"
 RETRY_STATUS = frozenset({429, 500, 502, 503, 504})
@@ -105,7 +105,7 @@ def select_release(releases: list[Release], selection: Selection, repo: str) -> 
         raise BuildError(
             f"no release of {repo} has a tag matching {selection.tag!r}{scope}; "
             f"newest tags: {', '.join(newest) or 'none'}",
-            "adjust the pattern in builder/repo/components.toml")
+            "adjust the pattern in apt_repo/components.toml")
     return max(candidates, key=lambda r: (r.published, r.tag))
 
 
@@ -114,7 +114,7 @@ def select_assets(release: Release, globs: tuple[str, ...], repo: str) -> list[A
     if not chosen:
         raise BuildError(
             f"release {release.tag} of {repo} has no asset matching {', '.join(globs)}",
-            "fix `assets` of the component in builder/repo/components.toml")
+            "fix `assets` of the component in apt_repo/components.toml")
     for asset in chosen:
         if "/" in asset.name or asset.name.startswith(".") or not asset.name.endswith(".deb"):
             raise BuildError(f"release {release.tag} of {repo} has an unusable asset name "
@@ -172,7 +172,7 @@ class GitHubClient:
         if code >= 400:
             resp.close()
             raise BuildError(f"GitHub answered HTTP {code} for {url}",
-                             "check `repo` of the component in builder/repo/components.toml")
+                             "check `repo` of the component in apt_repo/components.toml")
         return resp
 
     def check_reachable(self) -> None:

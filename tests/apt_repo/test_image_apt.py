@@ -11,10 +11,10 @@ from pathlib import Path
 
 import pytest
 
+from apt_repo.archive import ArchiveSpec
+from apt_repo.keys import IMAGE_KEYRING
+from apt_repo.sources import deb822
 from builder.config import make_config
-from builder.repo.archive import ArchiveSpec
-from builder.repo.keys import IMAGE_KEYRING
-from builder.repo.sources import deb822
 from stages.overlay import render, template_context
 
 from .conftest import PROJECT_ROOT

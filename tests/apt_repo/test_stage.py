@@ -10,11 +10,11 @@ from pathlib import Path
 
 import pytest
 
+from apt_repo.components import COMPONENTS_FILE
+from apt_repo.github import GitHubSettings
 from builder.config import BuildConfig, make_config
 from builder.errors import BuildError
 from builder.pipeline import make_plan
-from builder.repo.components import COMPONENTS_FILE
-from builder.repo.github import GitHubSettings
 from builder.runner import SubprocessRunner
 from builder.stage import StageContext
 from stages.bootstrap import BootstrapStage

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
+from apt_repo.debpkg import WizardPackage, build_wizard_deb, deb_version, wizard_sources
 from builder.errors import BuildError
-from builder.repo.debpkg import WizardPackage, build_wizard_deb, deb_version, wizard_sources
 from builder.runner import RecordingRunner, SubprocessRunner
 
 from .conftest import need_tools

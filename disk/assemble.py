@@ -21,7 +21,7 @@ from pathlib import Path, PurePosixPath
 
 from builder.errors import BuildError
 from builder.runner import Runner
-from partitions.layout import MIB, SECTOR_BYTES, DiskPlan, PartitionIds, PartitionSpec
+from disk.layout import MIB, SECTOR_BYTES, DiskPlan, PartitionIds, PartitionSpec
 
 # mtools refuses images whose geometry it finds odd unless told not to check.
 MTOOLS_ENV = {"MTOOLS_SKIP_CHECK": "1"}
@@ -183,7 +183,7 @@ def install_grub_bios(disk: Path, plan: DiskPlan, boot_img: bytes, core_img: byt
     if len(core_img) > bios.size_bytes:
         raise BuildError(f"GRUB core.img ({len(core_img)} bytes) does not fit the "
                          f"{bios.size_bytes}-byte BIOS boot partition",
-                         "grow it in partitions/layout.toml")
+                         "grow it in disk/layout.toml")
     with open(disk, "r+b") as handle:
         mbr = handle.read(SECTOR_BYTES)
         handle.seek(bios.offset_bytes)

@@ -10,12 +10,12 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+from apt_repo.archive import ArchiveResult, ArchiveSpec, build_archive
+from apt_repo.components import Component
+from apt_repo.debpkg import WizardPackage, build_wizard_deb
+from apt_repo.github import Fetched, GitHubClient
+from apt_repo.keys import SigningKey
 from builder.errors import BuildError
-from builder.repo.archive import ArchiveResult, ArchiveSpec, build_archive
-from builder.repo.components import Component
-from builder.repo.debpkg import WizardPackage, build_wizard_deb
-from builder.repo.github import Fetched, GitHubClient
-from builder.repo.keys import SigningKey
 from builder.runner import Runner
 
 
@@ -75,7 +75,7 @@ def build_repository(runner: Runner, request: RepoRequest, root: Path, key: Sign
         raise BuildError(f"the repository lacks {', '.join(missing)} "
                          f"(it has {', '.join(sorted(present))})",
                          "add the .deb files (LOCAL_DEBS / --packages-dir) or fix "
-                         "builder/repo/components.toml")
+                         "apt_repo/components.toml")
     return RepoOutcome(archive, tuple(fetched))
 
 

@@ -16,8 +16,8 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from apt_repo.keys import SigningKey, export_public, open_gpg
 from builder.errors import BuildError, CommandFailed
-from builder.repo.keys import SigningKey, export_public, open_gpg
 from builder.runner import Runner
 
 # OpenPGP hash algorithm ids gpgv reports in VALIDSIG: SHA256, SHA384, SHA512.

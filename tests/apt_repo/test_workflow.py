@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import re
 
-from builder.repo.channels import CHANNELS
+from apt_repo.channels import CHANNELS
 
 from .conftest import PROJECT_ROOT
 
