@@ -13,6 +13,8 @@ from builder.runner import Runner
 
 WIZARD_SOURCE = Path("rootfs") / "wizard" / "golemwz"  # relative to the project root
 PY_DEST = Path("usr/lib/python3/dist-packages/golemwz")
+# Where the wizard's command is installed; golemwz.service starts it.
+LAUNCHER_PATH = Path("usr/bin/golemwz")
 LAUNCHER = """#!/usr/bin/python3
 import sys
 
@@ -66,7 +68,7 @@ def build_wizard_deb(runner: Runner, project_root: Path, pkg: WizardPackage, out
             dest = staging / PY_DEST / src.relative_to(source_dir)
             dest.parent.mkdir(parents=True, exist_ok=True)
             shutil.copyfile(src, dest)
-        launcher = staging / "usr/bin/golemwz"
+        launcher = staging / LAUNCHER_PATH
         launcher.parent.mkdir(parents=True, exist_ok=True)
         launcher.write_text(LAUNCHER, encoding="utf-8")
         size = sum(p.stat().st_size for p in staging.rglob("*") if p.is_file())

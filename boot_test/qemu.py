@@ -28,6 +28,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import BinaryIO, Literal, Protocol
 
+from builder.config import image_file_name
 from builder.errors import BuildError
 
 Media = Literal["iso", "usb"]
@@ -68,9 +69,9 @@ def select_menu_entry(index: int) -> ConsoleAction:
 NO_AUTOSTART_ENTRY = 1  # position of "NO AUTOSTART" in rootfs/boot/grub.cfg.j2
 
 
-def image_path(work_dir: Path, image_name: str, media: Media) -> Path:
-    """Where the build publishes the image of `media` (WORK_DIR/golem-gpu-live-V.iso|.img)."""
-    return work_dir / f"{image_name}.{'iso' if media == 'iso' else 'img'}"
+def image_path(work_dir: Path, version: str, media: Media) -> Path:
+    """Where the build publishes the image of `media` for a version."""
+    return work_dir / image_file_name(version, media)
 
 
 @dataclass(frozen=True)

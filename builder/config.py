@@ -18,6 +18,14 @@ from builder.errors import BuildError
 PROFILE_DIR = Path("rootfs") / "profiles"
 VERSION_RE = re.compile(r"^[0-9A-Za-z][0-9A-Za-z.+~-]{0,63}$")
 PROFILE_NAME_RE = re.compile(r"^[a-z0-9][a-z0-9-]{0,63}$")
+# The published images: WORK_DIR/golem-gpu-live-VERSION.img (USB) and .iso.
+IMAGE_PREFIX = "golem-gpu-live"
+IMAGE_SUFFIXES = {"usb": "img", "iso": "iso"}
+
+
+def image_file_name(version: str, media: str) -> str:
+    """The published file of `media` ("usb" or "iso") for a version."""
+    return f"{IMAGE_PREFIX}-{version}.{IMAGE_SUFFIXES[media]}"
 
 
 @dataclass(frozen=True)
@@ -69,7 +77,10 @@ class BuildConfig:
 
     @property
     def image_name(self) -> str:
-        return f"golem-gpu-live-{self.version}"
+        return f"{IMAGE_PREFIX}-{self.version}"
+
+    def image_file(self, media: str) -> str:
+        return image_file_name(self.version, media)
 
     @property
     def seed(self) -> str:

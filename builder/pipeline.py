@@ -1,4 +1,7 @@
-"""The ordered list of stages, the plan computed before anything runs, and its execution."""
+"""The plan, computed before anything runs, and its execution, for any list of stages.
+
+The engine knows no particular stage: callers pass the list (stages/catalog.py).
+"""
 
 from __future__ import annotations
 
@@ -9,34 +12,11 @@ from contextlib import ExitStack
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from apt_repo.github import GitHubSettings
 from builder.cache import Manifest, StageCache, make_manifest
 from builder.config import BuildConfig
 from builder.errors import BuildError
 from builder.runner import Runner, SubprocessRunner
 from builder.stage import Stage, StageContext
-
-
-def default_stages(config: BuildConfig, github: GitHubSettings | None = None) -> list[Stage]:
-    """The stage list for a profile, in build order. `github` points GOLEM's
-    release downloads elsewhere (a mirror, or a test's fake server)."""
-    from stages.bootloader import BootloaderStage
-    from stages.bootstrap import BootstrapStage
-    from stages.iso import IsoStage
-    from stages.overlay import OverlayStage
-    from stages.packages import PackagesStage
-    from stages.squashfs import SquashfsStage
-    from stages.usb import UsbImageStage
-
-    with_repository = bool(config.profile.golem.packages)
-    stages: list[Stage] = [BootstrapStage()]
-    if with_repository:
-        from stages.repository import RepositoryStage
-
-        stages.append(RepositoryStage(github=github))
-    stages += [PackagesStage(with_repository), OverlayStage(), SquashfsStage(),
-               BootloaderStage(), IsoStage(), UsbImageStage()]
-    return stages
 
 
 @dataclass(frozen=True)

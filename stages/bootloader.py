@@ -36,8 +36,6 @@ from __future__ import annotations
 import shutil
 from pathlib import Path
 
-import jinja2
-
 from builder.config import BuildConfig
 from builder.errors import BuildError
 from builder.stage import Stage, StageContext
@@ -49,6 +47,7 @@ from disk.layout import (
     fat_volume_id,
     load_layout,
 )
+from stages.shared import render_template
 
 GRUB_CFG_TEMPLATE = Path("rootfs") / "boot" / "grub.cfg.j2"
 GRUB_PC_DIR = Path("/usr/lib/grub/i386-pc")
@@ -89,17 +88,11 @@ def menu_title(config: BuildConfig) -> str:
 
 
 def render_grub_cfg(config: BuildConfig) -> str:
-    template_path = config.project_root / GRUB_CFG_TEMPLATE
-    env = jinja2.Environment(undefined=jinja2.StrictUndefined, keep_trailing_newline=True,
-                             autoescape=False)
-    template = env.from_string(template_path.read_text())
-    return template.render(
-        image_name=config.image_name,
-        profile=config.profile.name,
-        title=menu_title(config),
-        cmdline=kernel_cmdline(config),
-        timeout=MENU_TIMEOUT_SECONDS,
-    )
+    return render_template(
+        config.project_root / GRUB_CFG_TEMPLATE,
+        {"image_name": config.image_name, "profile": config.profile.name,
+         "title": menu_title(config), "cmdline": kernel_cmdline(config),
+         "timeout": MENU_TIMEOUT_SECONDS})
 
 
 def disk_info(config: BuildConfig) -> str:
@@ -147,7 +140,7 @@ def bios_input_files() -> list[Path]:
 
 class BootloaderStage(Stage):
     name = "bootloader"
-    code = ("disk.assemble", "disk.layout")
+    code = ("disk.assemble", "disk.layout", "stages.shared")
     version = 1
     depends = ()
     config_keys = ("profile.name", "profile.kernel_cmdline", "version", "image_name", "seed")

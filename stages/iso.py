@@ -15,12 +15,10 @@ import re
 from pathlib import Path
 
 from builder.config import BuildConfig
-from builder.errors import BuildError
 from builder.stage import Stage, StageContext
 from disk.layout import seeded_uuid
+from stages.shared import require_live_files
 
-# What GRUB and live-boot need; anything else in live/ (filesystem.size, ...) goes along.
-LIVE_FILES = ("vmlinuz", "initrd.img", "filesystem.squashfs")
 ELTORITO_PATH = "boot/grub/i386-pc/eltorito.img"
 EFI_IMAGE_PATH = "boot/grub/efi.img"
 
@@ -69,17 +67,15 @@ class IsoStage(Stage):
     depends = ("squashfs", "bootloader")
     config_keys = ("image_name", "version", "seed")
     final = True
+    code = ("stages.shared",)
     description = "hybrid ISO (BIOS and UEFI, CD and USB)"
 
     def published(self, config: BuildConfig) -> list[str]:
-        return [f"{config.image_name}.iso"]
+        return [config.image_file("iso")]
 
     def run(self, ctx: StageContext) -> None:
         squashfs_out, boot_out = ctx.inputs["squashfs"], ctx.inputs["bootloader"]
-        for name in LIVE_FILES:
-            if not (squashfs_out / "live" / name).exists():
-                raise BuildError(f"the squashfs stage output lacks live/{name}",
-                                 "rebuild it: golem-live build --force squashfs")
-        iso = ctx.output / f"{ctx.config.image_name}.iso"
+        require_live_files(squashfs_out)
+        iso = ctx.output / ctx.config.image_file("iso")
         ctx.progress("writing the ISO with xorriso")
         ctx.runner.run(xorriso_argv(ctx.config, squashfs_out, boot_out, iso))

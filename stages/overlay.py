@@ -14,12 +14,12 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import jinja2
-
-from apt_repo.debpkg import LAUNCHER, PY_DEST, WIZARD_SOURCE, wizard_sources
+from apt_repo.debpkg import LAUNCHER, LAUNCHER_PATH, PY_DEST, WIZARD_SOURCE, wizard_sources
+from apt_repo.sources import deb822
 from builder.config import BuildConfig
 from builder.errors import BuildError
 from builder.stage import Stage, StageContext
+from stages.shared import render_template
 
 OVERLAY_DIR = Path("rootfs") / "overlay"
 UNIT_DIRS = ("etc/systemd/system", "usr/lib/systemd/system", "lib/systemd/system")
@@ -59,18 +59,15 @@ def template_context(config: BuildConfig) -> dict[str, Any]:
         "user": profile.user,
         "kernel_cmdline": " ".join(profile.kernel_cmdline),
         "golem": profile.golem,
+        # The image's sources for GOLEM's signed repository (profiles that have one).
+        "golem_sources": (deb822(profile.golem.apt_url, profile.debian.suite)
+                          if profile.golem.apt_url else ""),
         **dict(profile.template),
     }
 
 
 def render(source: Path, context: dict[str, Any]) -> str:
-    env = jinja2.Environment(undefined=jinja2.StrictUndefined, keep_trailing_newline=True,
-                             autoescape=False)
-    try:
-        return env.from_string(source.read_text()).render(context)
-    except jinja2.TemplateError as err:
-        raise BuildError(f"template {source} failed to render: {err}",
-                         "fix the template or the profile value it uses") from None
+    return render_template(source, context)
 
 
 def replace_file(target: Path, data: bytes, mode: int) -> None:
@@ -122,6 +119,7 @@ def wanted_by(unit_text: str) -> list[str]:
 class OverlayStage(Stage):
     name = "overlay"
     version = 1
+    code = ("apt_repo.debpkg", "apt_repo.sources", "stages.shared")
     tools = ("cp",)
     description = "render the overlay templates, install the wizard, enable services"
     depends = ("packages",)
@@ -173,4 +171,4 @@ class OverlayStage(Stage):
             shutil.rmtree(target_dir)
         for source in wizard_sources(project_root):
             replace_file(target_dir / source.relative_to(base), source.read_bytes(), 0o644)
-        replace_file(root / "usr/bin/golemwz", LAUNCHER.encode(), 0o755)
+        replace_file(root / LAUNCHER_PATH, LAUNCHER.encode(), 0o755)

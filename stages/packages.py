@@ -10,6 +10,8 @@ import shutil
 from contextlib import ExitStack
 from pathlib import Path
 
+from apt_repo.keys import IMAGE_KEYRING
+from apt_repo.sources import DEBIAN_KEYRING, deb822
 from builder.chroot import POLICY_RC_D, Chroot
 from builder.config import BuildConfig
 from builder.preflight import check_debian_mirror
@@ -19,21 +21,14 @@ SOURCES_FILE = "etc/apt/sources.list.d/debian.sources"
 # Where the build's signed repository is visible inside the chroot while installing.
 BUILD_REPO_DIR = "var/lib/golem-live/build-repo"
 BUILD_REPO_SOURCES = "etc/apt/sources.list.d/golem-build.sources"
-# The key that signed the packages: the installed system trusts it for updates.
-IMAGE_KEYRING = "usr/share/keyrings/golem-gpu-live.gpg"
 
 
 def debian_sources(suite: str, mirror: str, security_mirror: str,
                    components: tuple[str, ...]) -> str:
     """deb822 sources for the suite, its updates and (when given) its security archive."""
-    comps = " ".join(components)
-    text = (f"Types: deb\nURIs: {mirror}\nSuites: {suite} {suite}-updates\n"
-            f"Components: {comps}\n"
-            "Signed-By: /usr/share/keyrings/debian-archive-keyring.gpg\n")
+    text = deb822(mirror, (suite, f"{suite}-updates"), DEBIAN_KEYRING, components)
     if security_mirror:
-        text += (f"\nTypes: deb\nURIs: {security_mirror}\nSuites: {suite}-security\n"
-                 f"Components: {comps}\n"
-                 "Signed-By: /usr/share/keyrings/debian-archive-keyring.gpg\n")
+        text += "\n" + deb822(security_mirror, f"{suite}-security", DEBIAN_KEYRING, components)
     return text
 
 
@@ -46,8 +41,7 @@ def maintainer_keyring(config: BuildConfig) -> Path | None:
 
 def build_repo_sources(codename: str) -> str:
     # Signature checks stay on: the repository is signed even for a local build.
-    return (f"Types: deb\nURIs: file:/{BUILD_REPO_DIR}\nSuites: {codename}\n"
-            f"Components: main\nSigned-By: /{IMAGE_KEYRING}\n")
+    return deb822(f"file:/{BUILD_REPO_DIR}", codename, IMAGE_KEYRING)
 
 
 def copy_tree(ctx: StageContext, source: Path, target: Path) -> None:
@@ -75,7 +69,7 @@ def remove_build_secrets(root: Path) -> None:
 
 class PackagesStage(Stage):
     name = "packages"
-    code = ("builder.chroot",)
+    code = ("builder.chroot", "apt_repo.sources")
     version = 1
     tools = ("chroot", "mount", "umount", "cp")
     description = "install the profile's packages in a chroot"
@@ -146,7 +140,7 @@ class PackagesStage(Stage):
         profile = ctx.config.profile
         root = chroot.root
         repository = ctx.inputs["repository"]
-        keyring = root / IMAGE_KEYRING
+        keyring = root / IMAGE_KEYRING.lstrip("/")
         keyring.parent.mkdir(parents=True, exist_ok=True)
         shutil.copyfile(repository / "repo.gpg", keyring)
         keyring.chmod(0o644)

@@ -24,10 +24,9 @@ from disk.assemble import (
     make_fat_image,
 )
 from disk.layout import LAYOUT_FILE, MIB, load_layout, plan_disk
+from stages.shared import require_live_files
 
 EXAMPLE_CONF = Path("rootfs/overlay/common/usr/share/golemwz/golemwz-example.toml")
-# What GRUB and live-boot need; anything else in live/ (filesystem.size, ...) goes along.
-LIVE_FILES = ("vmlinuz", "initrd.img", "filesystem.squashfs")
 ESP_EFI_FILES = ("BOOTX64.EFI", "grubx64.efi", "mmx64.efi")
 
 
@@ -42,10 +41,7 @@ def link_or_copy(source: Path, target: Path) -> None:
 
 def stage_live_medium(squashfs_out: Path, bootloader_out: Path, tree: Path) -> None:
     """Lay out the root filesystem's content in `tree` (for mkfs.ext4 -d)."""
-    for name in LIVE_FILES:
-        if not (squashfs_out / "live" / name).exists():
-            raise BuildError(f"the squashfs stage output lacks live/{name}",
-                             "rebuild it: golem-live build --force squashfs")
+    require_live_files(squashfs_out)
     for source in sorted((squashfs_out / "live").iterdir()):
         link_or_copy(source, tree / "live" / source.name)
     link_or_copy(bootloader_out / "media/boot/grub/grub.cfg", tree / "boot/grub/grub.cfg")
@@ -54,7 +50,7 @@ def stage_live_medium(squashfs_out: Path, bootloader_out: Path, tree: Path) -> N
 
 class UsbImageStage(Stage):
     name = "usb"
-    code = ("disk.assemble", "disk.layout")
+    code = ("disk.assemble", "disk.layout", "stages.shared")
     version = 1
     depends = ("squashfs", "bootloader")
     config_keys = ("image_name", "seed")
@@ -65,7 +61,7 @@ class UsbImageStage(Stage):
         return [config.project_root / LAYOUT_FILE, config.project_root / EXAMPLE_CONF]
 
     def published(self, config: BuildConfig) -> list[str]:
-        return [f"{config.image_name}.img"]
+        return [config.image_file("usb")]
 
     def run(self, ctx: StageContext) -> None:
         config = ctx.config
@@ -107,10 +103,9 @@ class UsbImageStage(Stage):
         ext4("storage", None)
 
         ctx.progress("partitioning and assembling the disk image")
-        disk = ctx.output / f"{config.image_name}.img"
+        disk = ctx.output / config.image_file("usb")
         assemble_disk(ctx.runner, plan, disk, images)
         install_grub_bios(disk, plan, (boot_out / "bios/boot.img").read_bytes(),
                           (boot_out / "bios/core.img").read_bytes())
-        # Removed here, not only by the stack: the output dir may be committed
-        # before the stack unwinds, and scratch must not go into the cache.
+        # Removed now, not left to the stack's callback: a cache entry holds only the image.
         shutil.rmtree(scratch)

@@ -12,6 +12,8 @@ from pathlib import Path
 
 import pytest
 
+from boot_test.qemu import image_path
+
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 
 
@@ -57,23 +59,24 @@ class BuiltImage:
 
     @property
     def img(self) -> Path:
-        return self.work_dir / f"golem-gpu-live-{self.version}.img"
+        return image_path(self.work_dir, self.version, "usb")
 
     @property
     def iso(self) -> Path:
-        return self.work_dir / f"golem-gpu-live-{self.version}.iso"
+        return image_path(self.work_dir, self.version, "iso")
 
     def live_dir(self) -> Path:
         from builder.config import make_config
-        from builder.pipeline import default_stages, make_plan
+        from builder.pipeline import make_plan
+        from stages.catalog import stage_list
 
         config = make_config(PROJECT_ROOT, "gpu-node", self.version, self.tmp_dir, self.work_dir)
-        step = make_plan(config, default_stages(config)).step("squashfs")
+        step = make_plan(config, stage_list(config)).step("squashfs")
         return step.cache.entry(step.key) / "live"
 
 
 def golem_live(*args: str, timeout: float = 3600) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "builder.cli", *args], capture_output=True,
+    return subprocess.run([sys.executable, "-m", "golem_live.cli", *args], capture_output=True,
                           text=True, timeout=timeout, stdin=subprocess.DEVNULL)
 
 

@@ -10,7 +10,7 @@ import pytest
 
 
 def golem_live(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "builder.cli", *args], capture_output=True,
+    return subprocess.run([sys.executable, "-m", "golem_live.cli", *args], capture_output=True,
                           text=True, stdin=subprocess.DEVNULL, cwd=cwd, timeout=120)
 
 

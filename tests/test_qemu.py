@@ -120,8 +120,8 @@ def test_default_log_sits_next_to_the_image() -> None:
 
 
 def test_image_path_names_the_published_files() -> None:
-    assert image_path(Path("/w"), "golem-gpu-live-1.0", "iso") == Path("/w/golem-gpu-live-1.0.iso")
-    assert image_path(Path("/w"), "golem-gpu-live-1.0", "usb") == Path("/w/golem-gpu-live-1.0.img")
+    assert image_path(Path("/w"), "1.0", "iso") == Path("/w/golem-gpu-live-1.0.iso")
+    assert image_path(Path("/w"), "1.0", "usb") == Path("/w/golem-gpu-live-1.0.img")
 
 
 # --- console watching ----------------------------------------------------------------

@@ -12,7 +12,8 @@ import pytest
 
 from apt_repo.github import GitHubSettings
 from builder.config import make_config
-from builder.pipeline import default_stages, make_plan
+from builder.pipeline import make_plan
+from stages.catalog import stage_list
 from tests.apt_repo.conftest import FakeGitHub, make_deb, start_fake_github
 from tests.conftest import PROJECT_ROOT, golem_live, require_root
 
@@ -66,7 +67,7 @@ def test_golem_provider_image_installs_golem_components_from_the_signed_reposito
     downloads = [path for path, _ in fake_golem_github.requests if path.startswith("/download")]
     assert len(downloads) == len(RELEASES)
     config = make_config(PROJECT_ROOT, "golem-provider", "test", build_base / "tmp", work)
-    stages = default_stages(config, GitHubSettings(api_url=fake_golem_github.base))
+    stages = stage_list(config, GitHubSettings(api_url=fake_golem_github.base))
     step = make_plan(config, stages).step("squashfs")
     assert step.cached
     squashfs = step.cache.entry(step.key) / "live/filesystem.squashfs"

@@ -78,7 +78,7 @@ def test_killed_build_leaves_no_mounts_and_next_build_succeeds(gpu_node_image: B
                                                                tmp_path: Path) -> None:
     args = build_args(gpu_node_image.tmp_dir, tmp_path / "work")
     proc = subprocess.Popen(
-        [sys.executable, "-m", "builder.cli", "build", *args, "--force", "packages",
+        [sys.executable, "-m", "golem_live.cli", "build", *args, "--force", "packages",
          "--until", "packages"], stderr=subprocess.PIPE, stdin=subprocess.DEVNULL, text=True)
     assert proc.stderr is not None
     seen = []

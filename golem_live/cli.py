@@ -21,15 +21,17 @@ from boot_test.qemu import (
     BootOptions,
     Firmware,
     Media,
+    image_path,
     select_menu_entry,
 )
 from boot_test.qemu import boot as boot_image
-from builder.config import BuildConfig, make_config, profile_names
+from builder.config import IMAGE_PREFIX, IMAGE_SUFFIXES, BuildConfig, make_config, profile_names
 from builder.errors import BuildError
 from builder.mounts import safe_rmtree, sweep
-from builder.pipeline import Plan, default_stages, execute, make_plan
+from builder.pipeline import Plan, execute, make_plan
 from builder.preflight import check_root, check_tools
 from builder.runner import SubprocessRunner
+from stages.catalog import stage_list
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_TMP_DIR = Path("/var/tmp/golem-gpu-live")
@@ -73,18 +75,21 @@ def build_options(func: Callable[..., Any]) -> Callable[..., Any]:
     return func
 
 
-def _config(profile: str, image_version: str, tmp_dir: Path, work_dir: Path,
-            local_debs: Path | None, project_root: Path, github_api: str | None,
-            github_token: str | None) -> BuildConfig:
-    return make_config(project_root, profile, image_version, tmp_dir, work_dir, local_debs)
+def _config(options: dict[str, Any]) -> BuildConfig:
+    return make_config(options["project_root"], options["profile"], options["image_version"],
+                       options["tmp_dir"], options["work_dir"], options["local_debs"])
+
+
+def _github(options: dict[str, Any]) -> GitHubSettings:
+    token = options["github_token"]
+    if options["github_api"]:
+        return GitHubSettings(api_url=options["github_api"], token=token)
+    return GitHubSettings(token=token)
 
 
 def _plan(options: dict[str, Any], config: BuildConfig, until: str | None = None,
           force: tuple[str, ...] = ()) -> Plan:
-    github = GitHubSettings(token=options["github_token"])
-    if options["github_api"]:
-        github = GitHubSettings(api_url=options["github_api"], token=options["github_token"])
-    return make_plan(config, default_stages(config, github), until=until, force=force)
+    return make_plan(config, stage_list(config, _github(options)), until=until, force=force)
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -98,7 +103,7 @@ def main() -> None:
 @click.option("--force", multiple=True, help="Rebuild this stage (and what follows) anyway.")
 def build(until: str | None, force: tuple[str, ...], **kwargs: Any) -> None:
     """Run the stages that are not cached and publish the images into WORK_DIR."""
-    config = _config(**kwargs)
+    config = _config(kwargs)
     plan = _plan(kwargs, config, until, force)
     to_run = [s for s in plan.steps if s.will_run]
     if to_run:
@@ -121,7 +126,7 @@ def build(until: str | None, force: tuple[str, ...], **kwargs: Any) -> None:
 @click.option("--force", multiple=True, help="Plan as if this stage were forced.")
 def plan(until: str | None, force: tuple[str, ...], **kwargs: Any) -> None:
     """Show every stage in order with its cache key, and what changed for a miss."""
-    config = _config(**kwargs)
+    config = _config(kwargs)
     for step in _plan(kwargs, config, until, force).steps:
         status = "will run" if step.will_run else "cached"
         click.echo(f"{step.stage.name:<12} {step.key[:16]}  {status}")
@@ -151,8 +156,8 @@ def clean(tmp_dir: Path, work_dir: Path, sweep_only: bool) -> None:
             safe_rmtree(path)
             click.echo(f"removed {path}")
     if work_dir.exists():
-        for image in [*work_dir.glob("golem-gpu-live-*.img"),
-                      *work_dir.glob("golem-gpu-live-*.iso")]:
+        for image in [image for suffix in IMAGE_SUFFIXES.values()
+                      for image in work_dir.glob(f"{IMAGE_PREFIX}-*.{suffix}")]:
             image.unlink()
             click.echo(f"removed {image}")
 
@@ -175,8 +180,7 @@ def boot(media: Media, firmware: Firmware, timeout: float | None, expect: str | 
          kvm: bool, secure_boot: bool, no_autostart: bool, image: Path | None,
          image_version: str, work_dir: Path) -> None:
     """Boot the built image in QEMU with the serial console captured to a log."""
-    suffix = "img" if media == "usb" else "iso"
-    image = image or work_dir / f"golem-gpu-live-{image_version}.{suffix}"
+    image = image or image_path(work_dir, image_version, media)
     if not image.is_file():
         raise BuildError(f"no image at {image}", "build it first: make image")
     watched = expect is not None or no_autostart or not sys.stdin.isatty()
