@@ -62,9 +62,10 @@ lint: venv
 	$(VENV)/bin/ruff check $(PY_DIRS) rootfs/wizard tests
 	$(VENV)/bin/mypy $(PY_DIRS) rootfs/wizard/golemwz
 
-# Unit tests only: no root, no network, seconds.
+# Unit tests only: no root, no network, no host tools, seconds.
 unit: venv
-	$(VENV)/bin/python -m pytest -m 'not integration' -q $(PYTEST_ARGS)
+	$(VENV)/bin/python -m pytest -m 'not tools and not root and not boot and not integration' \
+		-q $(PYTEST_ARGS)
 
 # Everything, including a full gpu-node build from Debian's archive and QEMU boots.
 test: lint

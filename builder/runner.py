@@ -1,7 +1,8 @@
 """One runner for every external command.
 
 Commands are argv lists (never a shell); each one and its output go to the
-stage's log file. Tests substitute RecordingRunner and assert the argv sequence.
+stage's log file. Tests substitute a recording fake (tests/fakes.py) and assert
+the argv sequence.
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ import signal
 import subprocess
 import time
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol, TextIO
 
@@ -26,6 +27,8 @@ BASE_ENV = {
     "LANG": "C.UTF-8",
     "HOME": "/root",
 }
+# How much of a failed command's output its error line can quote from.
+TAIL_BYTES = 4000
 
 
 @dataclass(frozen=True)
@@ -48,7 +51,7 @@ class Runner(Protocol):
     ) -> CommandResult: ...
 
 
-def _argv(argv: Sequence[str | os.PathLike[str]]) -> tuple[str, ...]:
+def as_argv(argv: Sequence[str | os.PathLike[str]]) -> tuple[str, ...]:
     return tuple(os.fspath(a) for a in argv)
 
 
@@ -73,58 +76,70 @@ class SubprocessRunner:
         check: bool = True,
         capture: bool = False,
     ) -> CommandResult:
-        args = _argv(argv)
-        if shutil.which(args[0], path=(env or BASE_ENV).get("PATH")) is None and "/" not in args[0]:
+        args = as_argv(argv)
+        full_env = {**BASE_ENV, **(env or {})}
+        if "/" not in args[0] and shutil.which(args[0], path=full_env["PATH"]) is None:
             raise BuildError(f"required tool '{args[0]}' is not installed",
                              "install the build dependencies: make deps (as root)")
-        full_env = dict(BASE_ENV)
-        if env:
-            full_env.update(env)
         started = time.monotonic()
         with self._log() as log:
             log.write(f"$ {' '.join(args)}\n")
             log.flush()
             if self.echo:
                 self.echo(" ".join(args))
-            proc = subprocess.Popen(
-                args,
-                stdin=subprocess.PIPE if input is not None else subprocess.DEVNULL,
-                stdout=subprocess.PIPE,
-                stderr=subprocess.STDOUT if not capture else subprocess.PIPE,
-                env=full_env,
-                cwd=cwd,
-                # Its own process group, so an interrupt can stop everything it
-                # started (apt's dpkg, debootstrap's children), not just the leader.
-                start_new_session=True,
-            )
-            out_chunks: list[bytes] = []
-            err_tail = b""
+            proc = self._spawn(args, full_env, cwd, with_input=input is not None,
+                               capture=capture)
             try:
-                if capture:
-                    out, err = proc.communicate(input)
-                    out_chunks.append(out)
-                    log.write(err.decode(errors="replace"))
-                    err_tail = err[-4000:]
-                else:
-                    if input is not None and proc.stdin:
-                        proc.stdin.write(input)
-                        proc.stdin.close()
-                    assert proc.stdout is not None
-                    for line in proc.stdout:
-                        log.write(line.decode(errors="replace"))
-                        err_tail = (err_tail + line)[-4000:]
-                    proc.wait()
+                stdout, err_tail = self._pump(proc, log, input, capture)
             except BaseException:
                 # Interrupted: leave nothing running that still writes into the tree.
                 _stop_group(proc)
                 log.write("# interrupted\n")
                 raise
-            stdout = b"".join(out_chunks).decode(errors="replace")
             log.write(f"# exit {proc.returncode} after {time.monotonic() - started:.1f}s\n")
-        if check and proc.returncode != 0:
-            raise CommandFailed(list(args), proc.returncode,
-                                err_tail.decode(errors="replace"), self.log_path)
-        return CommandResult(args, proc.returncode, stdout)
+        return self._finish(args, proc.returncode, stdout, err_tail, check)
+
+    @staticmethod
+    def _spawn(args: tuple[str, ...], env: dict[str, str], cwd: str | os.PathLike[str] | None,
+               *, with_input: bool, capture: bool) -> subprocess.Popen[bytes]:
+        return subprocess.Popen(
+            args,
+            stdin=subprocess.PIPE if with_input else subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            # Captured stdout is the command's answer; its stderr goes to the log only.
+            stderr=subprocess.PIPE if capture else subprocess.STDOUT,
+            env=env,
+            cwd=cwd,
+            # Its own process group, so an interrupt can stop everything it
+            # started (apt's dpkg, debootstrap's children), not just the leader.
+            start_new_session=True,
+        )
+
+    @staticmethod
+    def _pump(proc: subprocess.Popen[bytes], log: TextIO, input: bytes | None,
+              capture: bool) -> tuple[str, bytes]:
+        """Feed input, copy output into the log; return (captured stdout, output tail)."""
+        if capture:
+            out, err = proc.communicate(input)
+            log.write(err.decode(errors="replace"))
+            return out.decode(errors="replace"), err[-TAIL_BYTES:]
+        if input is not None and proc.stdin:
+            proc.stdin.write(input)
+            proc.stdin.close()
+        assert proc.stdout is not None
+        tail = b""
+        for line in proc.stdout:
+            log.write(line.decode(errors="replace"))
+            tail = (tail + line)[-TAIL_BYTES:]
+        proc.wait()
+        return "", tail
+
+    def _finish(self, args: tuple[str, ...], returncode: int, stdout: str, err_tail: bytes,
+                check: bool) -> CommandResult:
+        if check and returncode != 0:
+            raise CommandFailed(list(args), returncode, err_tail.decode(errors="replace"),
+                                self.log_path)
+        return CommandResult(args, returncode, stdout)
 
 
 def _stop_group(proc: subprocess.Popen[bytes]) -> None:
@@ -145,59 +160,3 @@ def _stop_group(proc: subprocess.Popen[bytes]) -> None:
             except ProcessLookupError:
                 return
             time.sleep(0.1)
-
-
-@dataclass
-class RecordedCall:
-    argv: tuple[str, ...]
-    input: bytes | None
-    env: dict[str, str] | None
-    cwd: str | None
-
-
-@dataclass
-class RecordingRunner:
-    """A fake runner for tests: records argv, answers from `responses`.
-
-    `responses` maps a tuple prefix of argv to a CommandResult-producing callable
-    or a (returncode, stdout) pair; the longest matching prefix wins.
-    `side_effects` lets a test create files the real command would have made.
-    """
-
-    responses: dict[tuple[str, ...], tuple[int, str]] = field(default_factory=dict)
-    side_effects: dict[tuple[str, ...], Callable[[tuple[str, ...]], None]] = field(
-        default_factory=dict)
-    calls: list[RecordedCall] = field(default_factory=list)
-
-    def run(
-        self,
-        argv: Sequence[str | os.PathLike[str]],
-        *,
-        input: bytes | None = None,
-        env: Mapping[str, str] | None = None,
-        cwd: str | os.PathLike[str] | None = None,
-        check: bool = True,
-        capture: bool = False,
-    ) -> CommandResult:
-        args = _argv(argv)
-        self.calls.append(RecordedCall(args, input, dict(env) if env else None,
-                                       os.fspath(cwd) if cwd else None))
-        for prefix in sorted(self.side_effects, key=len, reverse=True):
-            if args[: len(prefix)] == prefix:
-                self.side_effects[prefix](args)
-                break
-        code, out = 0, ""
-        for prefix in sorted(self.responses, key=len, reverse=True):
-            if args[: len(prefix)] == prefix:
-                code, out = self.responses[prefix]
-                break
-        if check and code != 0:
-            raise CommandFailed(list(args), code, out)
-        return CommandResult(args, code, out)
-
-    @property
-    def argvs(self) -> list[tuple[str, ...]]:
-        return [c.argv for c in self.calls]
-
-    def programs(self) -> list[str]:
-        return [c.argv[0] for c in self.calls]

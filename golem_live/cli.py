@@ -25,11 +25,19 @@ from boot_test.qemu import (
     select_menu_entry,
 )
 from boot_test.qemu import boot as boot_image
-from builder.config import IMAGE_PREFIX, IMAGE_SUFFIXES, BuildConfig, make_config, profile_names
+from builder.config import (
+    IMAGE_PREFIX,
+    IMAGE_SUFFIXES,
+    BuildConfig,
+    load_profile,
+    make_config,
+    profile_names,
+)
 from builder.errors import BuildError
 from builder.mounts import safe_rmtree, sweep
 from builder.pipeline import Plan, execute, make_plan
 from builder.preflight import check_root, check_tools
+from builder.profile import reference_table
 from builder.runner import SubprocessRunner
 from stages.catalog import stage_list
 
@@ -203,10 +211,17 @@ def _echo_console(data: bytes) -> None:
 
 
 @main.command("profiles")
-def list_profiles() -> None:
-    """List the profiles."""
-    for name in profile_names(PROJECT_ROOT):
-        click.echo(name)
+@click.option("--reference", is_flag=True,
+              help="Print every profile key with its type, default and meaning (markdown).")
+def list_profiles(reference: bool) -> None:
+    """List the profiles, one line each."""
+    if reference:
+        click.echo(reference_table(), nl=False)
+        return
+    names = profile_names(PROJECT_ROOT)
+    width = max((len(n) for n in names), default=0)
+    for name in names:
+        click.echo(f"{name:<{width}}  {load_profile(PROJECT_ROOT, name).description}")
 
 
 main.add_command(repo)

@@ -80,3 +80,22 @@ def test_every_package_says_what_it_is_for() -> None:
     for package in BUILDER_PACKAGES:
         doc = ast.get_docstring(ast.parse((PROJECT_ROOT / package / "__init__.py").read_text()))
         assert doc, f"{package}/__init__.py has no one-line purpose"
+
+
+def test_the_readme_code_map_matches_the_tree() -> None:
+    readme = (PROJECT_ROOT / "README.md").read_text()
+    code_map = readme.split("## Code map", 1)[1].split("\n## ", 1)[0]
+    mapped = {line.split("`")[1].rstrip("/") for line in code_map.splitlines()
+              if line.startswith("| `")}
+    packages = {p.parent.name for p in PROJECT_ROOT.glob("*/__init__.py")}
+    assert packages <= mapped, f"not in the code map: {sorted(packages - mapped)}"
+    missing = [m for m in mapped if not (PROJECT_ROOT / m).exists()]
+    assert missing == []
+    for line in code_map.splitlines():  # files the map names inside a package exist
+        if line.startswith("| `") and line.split("`")[1].endswith("/"):
+            package = line.split("`")[1]
+            spans = line.split("`")[3::2]  # the code spans after the package's own
+            files = [n for n in spans if n.endswith((".py", ".toml"))]
+            assert files or package in ("golem_live/", "boot_test/", "rootfs/", "tests/")
+            for name in files:
+                assert (PROJECT_ROOT / package / name).exists(), f"{package}{name}"

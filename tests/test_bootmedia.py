@@ -14,13 +14,13 @@ import pytest
 import stages.bootloader as bootloader
 from builder.config import BuildConfig, make_config
 from builder.errors import BuildError
-from builder.runner import RecordingRunner
 from builder.stage import Stage, StageContext
 from disk.assemble import BLOCKLIST_OFFSET
 from disk.layout import LAYOUT_FILE, SECTOR_BYTES, derive_ids, load_layout
 from stages.bootloader import BootloaderStage, kernel_cmdline, render_grub_cfg
 from stages.iso import IsoStage, volume_id, xorriso_argv
 from stages.usb import EXAMPLE_CONF, UsbImageStage
+from tests.fakes import RecordingRunner
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 FAKE_BOOT_IMG = b"\xeb\x63" + b"B" * (SECTOR_BYTES - 2)

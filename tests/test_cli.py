@@ -71,3 +71,20 @@ def test_clean_sweep_on_an_empty_dir(tmp_path: Path) -> None:
                         str(tmp_path / "w"))
     assert result.returncode == 0, result.stderr
     assert "nothing left mounted" in result.stdout
+
+
+def test_profiles_are_listed_one_line_each_with_their_description() -> None:
+    result = golem_live("profiles")
+    assert result.returncode == 0, result.stderr
+    lines = dict(line.split(None, 1) for line in result.stdout.splitlines())
+    assert {"gpu-node", "golem-provider"} <= set(lines)
+    assert "Debian only" in lines["gpu-node"]
+
+
+def test_profiles_reference_prints_every_key() -> None:
+    from builder.profile import SETTINGS
+
+    result = golem_live("profiles", "--reference")
+    assert result.returncode == 0, result.stderr
+    for setting in SETTINGS:
+        assert f"| `{setting.key}` |" in result.stdout

@@ -4,6 +4,7 @@ import pytest
 
 from builder.config import load_profile, make_config, profile_names
 from builder.errors import BuildError
+from builder.profile import GOLEM_CHANNELS, SETTINGS, reference_table
 
 
 def test_profiles_listed(project_root: Path) -> None:
@@ -75,3 +76,70 @@ def test_config_values_and_validation(project_root: Path, tmp_path: Path) -> Non
         make_config(project_root, "gpu-node", "../x", tmp_path, tmp_path)
     with pytest.raises(BuildError, match="does not exist"):
         make_config(project_root, "gpu-node", "1", tmp_path, tmp_path, tmp_path / "missing")
+
+
+def test_every_profile_problem_is_reported_at_once_with_file_and_key(fake_project: Path) -> None:
+    profiles = fake_project / "rootfs/profiles"
+    (profiles / "bad.toml").write_text(
+        'extends = "gpu-node"\npackagez = 1\n'
+        '[debian]\nmirror = "ftp:/nowhere"\n'
+        '[image]\nkernel_cmdline = "quiet"\nservices = ["sshd"]\nhostnamez = "x"\n'
+        '[golem]\nchannel = "nightly"\n')
+    with pytest.raises(BuildError) as err:
+        load_profile(fake_project, "bad")
+    line = str(err.value)
+    assert "\n" not in line and "has 6 problems" in line
+    for expected in (
+        "rootfs/profiles/bad.toml: packagez: unknown key",
+        "rootfs/profiles/bad.toml: image.hostnamez: unknown key",
+        "rootfs/profiles/bad.toml: debian.mirror: 'ftp:/nowhere' is not an http or https URL",
+        "rootfs/profiles/bad.toml: image.kernel_cmdline: must be a list of strings",
+        "rootfs/profiles/bad.toml: image.services: 'sshd' is not a unit name",
+        "rootfs/profiles/bad.toml: golem.channel: 'nightly' is not one of release",
+    ):
+        assert expected in line
+
+
+def test_a_missing_required_key_names_the_file_that_should_set_it(fake_project: Path) -> None:
+    (fake_project / "rootfs/profiles/bare.toml").write_text('[debian]\nsuite = "trixie"\n')
+    with pytest.raises(BuildError) as err:
+        load_profile(fake_project, "bare")
+    line = str(err.value)
+    for key in ("debian.mirror", "debian.components", "packages.install", "image.hostname",
+                "image.kernel_cmdline", "image.overlays"):
+        assert f"rootfs/profiles/bare.toml: {key}: missing" in line
+    assert "debian.suite" not in line and "image.user:" not in line  # given / defaulted
+
+
+def test_a_bad_value_is_blamed_on_the_child_that_set_it(fake_project: Path) -> None:
+    (fake_project / "rootfs/profiles/child.toml").write_text(
+        'extends = "gpu-node"\n[packages]\ninstall = ["Bad_Name"]\n')
+    with pytest.raises(BuildError, match=r"child\.toml: packages\.install: 'Bad_Name' is not a "):
+        load_profile(fake_project, "child")
+
+
+def test_defaults_come_from_the_settings_table(fake_project: Path) -> None:
+    (fake_project / "rootfs/profiles/minimal.toml").write_text(
+        '[debian]\nsuite = "trixie"\nmirror = "http://deb.debian.org/debian"\n'
+        'components = ["main"]\n[packages]\ninstall = ["live-boot"]\n'
+        '[image]\nhostname = "node"\nkernel_cmdline = []\noverlays = ["common"]\n')
+    profile = load_profile(fake_project, "minimal")
+    defaults = {s.key: s.default for s in SETTINGS}
+    assert profile.user == defaults["image.user"] == "golem"
+    assert profile.debian.variant == defaults["debian.variant"]
+    assert profile.golem.channel == defaults["golem.channel"]
+    assert profile.services == () and profile.template == ()
+
+
+def test_the_readme_profile_reference_is_the_settings_table(project_root: Path) -> None:
+    readme = (project_root / "README.md").read_text()
+    start, end = "<!-- profile-reference:start -->\n", "<!-- profile-reference:end -->"
+    assert start in readme and end in readme
+    documented = readme.split(start, 1)[1].split(end, 1)[0]
+    assert documented == reference_table(), "regenerate: golem-live profiles --reference"
+
+
+def test_the_profile_channels_are_the_repository_channels() -> None:
+    from apt_repo.channels import CHANNELS
+
+    assert GOLEM_CHANNELS == CHANNELS

@@ -9,7 +9,6 @@ from pathlib import Path
 import pytest
 
 from builder.errors import BuildError
-from builder.runner import RecordingRunner
 from disk.assemble import (
     BLOCKLIST_OFFSET,
     assemble_disk,
@@ -29,6 +28,7 @@ from disk.layout import (
     load_layout,
     plan_disk,
 )
+from tests.fakes import RecordingRunner
 
 STORAGE_PARTUUID = "2a5ae4b8-3b4c-4b5e-9a43-90f3e6c1c0de"
 BIOS_BOOT_TYPE = "21686148-6449-6E6F-744E-656564454649"

@@ -11,8 +11,8 @@ from builder.config import BuildConfig, make_config
 from builder.errors import BuildError
 from builder.mounts import mount
 from builder.pipeline import execute, make_plan
-from builder.runner import RecordingRunner
 from builder.stage import Stage, StageContext
+from tests.fakes import RecordingRunner
 
 
 class Recorder:

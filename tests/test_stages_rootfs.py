@@ -10,12 +10,12 @@ import pytest
 
 from builder.config import BuildConfig, make_config
 from builder.errors import BuildError
-from builder.runner import RecordingRunner
 from builder.stage import StageContext
 from stages.bootstrap import BootstrapStage
 from stages.overlay import OverlayStage, install_units, render, template_context, wanted_by
 from stages.packages import PackagesStage, debian_sources, remove_build_secrets
 from stages.squashfs import SquashfsStage, kernel_and_initrd
+from tests.fakes import RecordingRunner
 
 
 @pytest.fixture

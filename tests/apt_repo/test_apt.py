@@ -24,7 +24,7 @@ from stages.overlay import render, template_context
 
 from .conftest import PROJECT_ROOT, make_deb, make_project, need_tools, start_fake_github
 
-pytestmark = pytest.mark.integration
+pytestmark = pytest.mark.tools
 SUITE = load_profile(PROJECT_ROOT, "golem-provider").debian.suite
 
 # (component repo, tag, prerelease, .debs: (package, version, arch)) for components.toml

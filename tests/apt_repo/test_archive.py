@@ -13,7 +13,8 @@ import pytest
 from apt_repo.archive import ArchiveSpec, build_archive, index, rfc2822, verify
 from apt_repo.keys import SigningKey
 from builder.errors import BuildError
-from builder.runner import RecordingRunner, SubprocessRunner
+from builder.runner import SubprocessRunner
+from tests.fakes import RecordingRunner
 
 from .conftest import make_deb, need_tools
 
@@ -74,7 +75,7 @@ def built(tmp_path: Path, signing_key: SigningKey) -> tuple[Path, SubprocessRunn
     return tmp_path / "repo", runner
 
 
-@pytest.mark.integration
+@pytest.mark.tools
 def test_real_release_content(built: tuple[Path, SubprocessRunner]) -> None:
     root, _ = built
     release = (root / "dists/bookworm/Release").read_text()
@@ -93,7 +94,7 @@ def test_real_release_content(built: tuple[Path, SubprocessRunner]) -> None:
     assert (root / "pool/main/b/baz/baz_1_arm64.deb").is_file()
 
 
-@pytest.mark.integration
+@pytest.mark.tools
 def test_signatures_are_strong_and_by_the_key(built: tuple[Path, SubprocessRunner],
                                               signing_key: SigningKey) -> None:
     root, _ = built
@@ -107,7 +108,7 @@ def test_signatures_are_strong_and_by_the_key(built: tuple[Path, SubprocessRunne
         assert validsig[9] == "10"  # SHA512
 
 
-@pytest.mark.integration
+@pytest.mark.tools
 def test_verify_refuses_other_key_and_altered_release(
         built: tuple[Path, SubprocessRunner], other_key: SigningKey, tmp_path: Path,
         signing_key: SigningKey) -> None:
@@ -124,7 +125,7 @@ def test_verify_refuses_other_key_and_altered_release(
         verify(runner, release, root / "key.gpg", signing_key.fingerprint)
 
 
-@pytest.mark.integration
+@pytest.mark.tools
 def test_conflicting_debs_and_garbage_are_refused(tmp_path: Path,
                                                   signing_key: SigningKey) -> None:
     need_tools()

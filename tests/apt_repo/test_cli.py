@@ -34,7 +34,7 @@ def test_channel_command() -> None:
     assert invoke("channel", "refs/heads/main").output == "unstable\n"
 
 
-@pytest.mark.integration
+@pytest.mark.tools
 def test_key_creates_key_outside_and_exports_public_part(tmp_path: Path,
                                                          project: Path) -> None:
     need_tools("gpg", "gpgconf")
@@ -84,7 +84,7 @@ def test_build_without_any_secret_key(tmp_path: Path, project: Path) -> None:
                                   "`golem-live repo key`")
 
 
-@pytest.mark.integration
+@pytest.mark.tools
 def test_build_with_unknown_key(signing_key: SigningKey, project: Path) -> None:
     result = invoke("build", "--no-github", "--key", "0123456789ABCDEF0123",
                     "--project-root", str(project), env={"GNUPGHOME": str(
@@ -99,7 +99,7 @@ def test_build_refuses_a_stale_source_date_epoch(project: Path) -> None:
     assert_one_line_error(result, f"SOURCE_DATE_EPOCH {stale} is more than 30 days ago")
 
 
-@pytest.mark.integration
+@pytest.mark.tools
 def test_build_with_empty_packages_dir(signing_key: SigningKey, project: Path,
                                        tmp_path: Path) -> None:
     (tmp_path / "debs").mkdir()
@@ -109,7 +109,7 @@ def test_build_with_empty_packages_dir(signing_key: SigningKey, project: Path,
     assert_one_line_error(result, f"no .deb files in {tmp_path / 'debs'}")
 
 
-@pytest.mark.integration
+@pytest.mark.tools
 def test_build_local_only_and_check_against_project_keyring(
         signing_key: SigningKey, other_key: SigningKey, project: Path,
         tmp_path: Path) -> None:

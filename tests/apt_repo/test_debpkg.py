@@ -9,7 +9,8 @@ import pytest
 
 from apt_repo.debpkg import WizardPackage, build_wizard_deb, deb_version, wizard_sources
 from builder.errors import BuildError
-from builder.runner import RecordingRunner, SubprocessRunner
+from builder.runner import SubprocessRunner
+from tests.fakes import RecordingRunner
 
 from .conftest import need_tools
 
@@ -52,7 +53,7 @@ def test_missing_wizard_is_one_line(tmp_path: Path) -> None:
         build_wizard_deb(RecordingRunner(), tmp_path, WizardPackage("1"), tmp_path / "o", 0)
 
 
-@pytest.mark.integration
+@pytest.mark.tools
 def test_real_package_contents_and_reproducibility(project: Path, tmp_path: Path) -> None:
     need_tools("dpkg-deb")
     runner = SubprocessRunner(tmp_path / "log")

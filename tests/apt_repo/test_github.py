@@ -12,7 +12,7 @@ from builder.errors import BuildError
 
 from .conftest import FakeGitHub, make_deb
 
-pytestmark = pytest.mark.integration
+pytestmark = pytest.mark.tools
 
 REPO = "golemfactory/yagna"
 

@@ -51,7 +51,7 @@ def test_sources_point_at_the_channel_with_signed_by(tmp_path: Path) -> None:
     assert "trusted" not in render(SOURCES, ctx)
 
 
-@pytest.mark.integration
+@pytest.mark.tools
 def test_apt_reads_the_rendered_upgrade_policy(tmp_path: Path) -> None:
     if shutil.which("apt-config") is None:
         pytest.skip("needs apt-config")

@@ -80,7 +80,7 @@ def test_cache_key_follows_debs_patterns_and_wizard(fake_project: Path, local_de
     assert keys()["repository"] == fifth["repository"]
 
 
-@pytest.mark.integration
+@pytest.mark.tools
 def test_stage_output_from_local_debs(fake_project: Path, local_debs: Path,
                                       tmp_path: Path) -> None:
     need_tools()
@@ -107,7 +107,7 @@ def test_stage_output_from_local_debs(fake_project: Path, local_debs: Path,
     assert any("ephemeral signing key" in m for m in messages)
 
 
-@pytest.mark.integration
+@pytest.mark.tools
 def test_stage_refuses_a_repository_missing_profile_packages(
         fake_project: Path, local_debs: Path, tmp_path: Path) -> None:
     need_tools()
@@ -119,7 +119,7 @@ def test_stage_refuses_a_repository_missing_profile_packages(
     assert not (tmp_path / "out/.gnupg").exists()
 
 
-@pytest.mark.integration
+@pytest.mark.tools
 def test_stage_fetches_from_github_without_local_debs(
         fake_project: Path, local_debs: Path, tmp_path: Path, fake_github: FakeGitHub) -> None:
     need_tools()

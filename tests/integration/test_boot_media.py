@@ -28,7 +28,7 @@ from boot_test.qemu import (
 from tests.conftest import MEASUREMENTS
 from tests.integration.test_bootmedia_tools import build_boot_media
 
-pytestmark = [pytest.mark.integration, pytest.mark.boot]
+pytestmark = [pytest.mark.root, pytest.mark.boot]
 
 # An upper bound for a slow shared machine (a boot takes about a minute under TCG);
 # nothing asserts how long a boot took.

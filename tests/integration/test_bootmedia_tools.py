@@ -23,7 +23,7 @@ from stages.iso import IsoStage
 from stages.usb import EXAMPLE_CONF, UsbImageStage
 from tests.conftest import PROJECT_ROOT
 
-pytestmark = pytest.mark.integration
+pytestmark = pytest.mark.tools
 
 TOOLS = ("sfdisk", "mkfs.vfat", "mkfs.ext4", "mcopy", "mdir", "grub-mkimage", "xorriso",
          "fsck.vfat", "e2fsck", "blkid", "grub-fstest", "grub-script-check")
@@ -52,8 +52,8 @@ def build_boot_media(live_dir: Path, work: Path, project_root: Path = PROJECT_RO
             stage.run(StageContext(config, out, dict(inputs), SubprocessRunner(log), stack,
                                    log, lambda _: None))
         inputs[stage.name] = out
-    return config, {"iso": inputs["iso"] / f"{config.image_name}.iso",
-                    "usb": inputs["usb"] / f"{config.image_name}.img"}
+    return config, {"iso": inputs["iso"] / config.image_file("iso"),
+                    "usb": inputs["usb"] / config.image_file("usb")}
 
 
 def run(*argv: str | Path, env: dict[str, str] | None = None) -> str:

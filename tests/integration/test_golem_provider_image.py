@@ -17,7 +17,7 @@ from stages.catalog import stage_list
 from tests.apt_repo.conftest import FakeGitHub, make_deb, start_fake_github
 from tests.conftest import PROJECT_ROOT, golem_live, require_root
 
-pytestmark = pytest.mark.integration
+pytestmark = pytest.mark.root
 
 # (GitHub repository, a tag its pattern in apt_repo/components.toml selects,
 #  the package its release carries)

@@ -16,7 +16,7 @@ import pytest
 from builder.mounts import mounts_under
 from tests.conftest import MEASUREMENTS, PROJECT_ROOT, BuiltImage, build_args, golem_live
 
-pytestmark = pytest.mark.integration
+pytestmark = pytest.mark.root
 
 STAGE_LINE = re.compile(r"\[(\w+)\] (running|cached)")
 

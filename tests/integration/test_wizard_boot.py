@@ -49,7 +49,7 @@ from boot_test.qemu import (
 )
 from tests.conftest import MEASUREMENTS, BuiltImage
 
-pytestmark = [pytest.mark.integration, pytest.mark.boot]
+pytestmark = [pytest.mark.root, pytest.mark.boot]
 
 STORAGE_PARTUUID = "2a5ae4b8-3b4c-4b5e-9a43-90f3e6c1c0de"  # disk/layout.toml
 STORAGE_DIR = "golem-gpu-live"  # the wizard's directory on storage, bound onto ~/.local
