@@ -5,7 +5,6 @@ The engine knows no particular stage: callers pass the list (stages/catalog.py).
 
 from __future__ import annotations
 
-import os
 import time
 from collections.abc import Callable, Sequence
 from contextlib import ExitStack
@@ -15,6 +14,7 @@ from pathlib import Path
 from builder.cache import Manifest, StageCache, make_manifest
 from builder.config import BuildConfig
 from builder.errors import BuildError
+from builder.publish import publish_copy
 from builder.runner import Runner, SubprocessRunner
 from builder.stage import Stage, StageContext
 
@@ -46,7 +46,7 @@ class Plan:
 
 
 def cache_root(config: BuildConfig, stage: Stage) -> Path:
-    # Final images live beside WORK_DIR's published files so publishing is a hard link.
+    # Final images live beside WORK_DIR's published files: a reflink needs one filesystem.
     return (config.work_dir / ".cache") if stage.final else (config.tmp_dir / "cache")
 
 
@@ -167,21 +167,14 @@ def _discard(cache: StageCache, temp: Path) -> None:
 
 
 def publish(plan: Plan, outputs: dict[str, Path]) -> list[Path]:
-    """Hard-link final stages' files into WORK_DIR (same filesystem as their cache)."""
+    """Copy final stages' files into WORK_DIR (builder/publish.py says why not links)."""
     published: list[Path] = []
     work_dir = plan.config.work_dir
     for step in plan.steps:
         if not step.stage.final or step.stage.name not in outputs:
             continue
         for name in step.stage.published(plan.config):
-            source = outputs[step.stage.name] / name
             target = work_dir / name
-            if target.exists() and os.path.samefile(source, target):
-                published.append(target)
-                continue
-            temp = work_dir / f".{name}.tmp"
-            temp.unlink(missing_ok=True)
-            os.link(source, temp)
-            os.replace(temp, target)
+            publish_copy(outputs[step.stage.name] / name, target, step.key)
             published.append(target)
     return published

@@ -38,6 +38,7 @@ from builder.mounts import safe_rmtree, sweep
 from builder.pipeline import Plan, execute, make_plan
 from builder.preflight import check_root, check_tools
 from builder.profile import reference_table
+from builder.publish import record_path
 from builder.runner import SubprocessRunner
 from stages.catalog import stage_list
 
@@ -167,6 +168,7 @@ def clean(tmp_dir: Path, work_dir: Path, sweep_only: bool) -> None:
         for image in [image for suffix in IMAGE_SUFFIXES.values()
                       for image in work_dir.glob(f"{IMAGE_PREFIX}-*.{suffix}")]:
             image.unlink()
+            record_path(image).unlink(missing_ok=True)
             click.echo(f"removed {image}")
 
 

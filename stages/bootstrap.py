@@ -1,9 +1,18 @@
-"""Stage 1: a minimal Debian system with debootstrap."""
+"""Stage 1: a minimal Debian system with debootstrap, the archive's signature checked.
+
+debootstrap falls back to an unverified download when it finds no keyring; the
+keyring is therefore named explicitly and --force-check-gpg makes a missing or
+wrong one an error instead of a silent downgrade.
+"""
 
 from __future__ import annotations
 
+from pathlib import Path
+
+from apt_repo.sources import DEBIAN_KEYRING
 from builder.chroot import stop_processes_inside
 from builder.config import BuildConfig
+from builder.errors import BuildError
 from builder.mounts import mounts_under, unmount
 from builder.preflight import check_debian_mirror
 from builder.stage import Stage, StageContext
@@ -11,14 +20,22 @@ from builder.stage import Stage, StageContext
 
 class BootstrapStage(Stage):
     name = "bootstrap"
-    version = 1
+    version = 2
+    code = ("apt_repo.sources",)
     tools = ("debootstrap",)
     description = "debootstrap a minimal Debian system"
     config_keys = ("profile.debian.suite", "profile.debian.mirror",
                    "profile.debian.variant", "profile.debian.arch",
                    "profile.debian.components")
 
+    def input_files(self, config: BuildConfig) -> list[Path]:
+        return [Path(DEBIAN_KEYRING)]  # a different trust anchor is a different bootstrap
+
     def preflight(self, config: BuildConfig) -> None:
+        if not Path(DEBIAN_KEYRING).is_file():
+            raise BuildError(f"the Debian archive keyring {DEBIAN_KEYRING} is missing, so the "
+                             "archive's signatures cannot be checked",
+                             "install it: apt-get install debian-archive-keyring (or make deps)")
         check_debian_mirror(config.profile.debian.mirror, config.profile.debian.suite)
 
     def run(self, ctx: StageContext) -> None:
@@ -40,5 +57,6 @@ class BootstrapStage(Stage):
             f"--variant={debian.variant}",
             f"--arch={debian.arch}",
             f"--components={','.join(debian.components)}",
+            f"--keyring={DEBIAN_KEYRING}", "--force-check-gpg",
             debian.suite, str(root), debian.mirror,
         ])

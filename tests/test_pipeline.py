@@ -190,3 +190,51 @@ def test_stage_code_is_part_of_the_key(config: BuildConfig) -> None:
             "code:disk/layout.py"} <= set(files)
     fake = make_plan(config, stages(Recorder())).step("first").manifest.files
     assert "code:tests/test_pipeline.py" in fake
+
+
+def cache_entry(config: BuildConfig, recorder: Recorder) -> Path:
+    step = make_plan(config, stages(recorder)).step("final")
+    return step.cache.entry(step.key) / "out.txt"
+
+
+def test_a_published_image_is_a_copy_so_editing_it_leaves_the_cache_alone(
+        config: BuildConfig) -> None:
+    run(config, Recorder())
+    published = config.work_dir / "out.txt"
+    cached = cache_entry(config, Recorder())
+    assert published.stat().st_ino != cached.stat().st_ino
+    # Someone drops their secrets into the published image (as with a loop mount).
+    with open(published, "r+") as image:
+        image.write("WALLET")
+    assert cached.read_text() == "first\nsecond\nthird\nfinal\n"
+    recorder = Recorder()
+    run(config, recorder)
+    assert recorder.ran == []  # cached, and the pristine image is published again
+    assert published.read_text() == "first\nsecond\nthird\nfinal\n"
+
+
+def test_an_untouched_published_copy_is_not_copied_again(config: BuildConfig) -> None:
+    run(config, Recorder())
+    published = config.work_dir / "out.txt"
+    inode = published.stat().st_ino
+    run(config, Recorder())
+    assert published.stat().st_ino == inode
+
+
+def test_the_sparse_copy_keeps_holes_and_content(tmp_path: Path) -> None:
+    from builder.publish import copy_sparse
+
+    source = tmp_path / "disk.img"
+    with open(source, "wb") as handle:
+        handle.write(b"head")
+        handle.seek(64 << 20)
+        handle.write(b"middle")
+        handle.truncate(200 << 20)
+    target = tmp_path / "copy.img"
+    copy_sparse(source, target)
+    assert target.stat().st_size == source.stat().st_size
+    with open(target, "rb") as handle:
+        assert handle.read(4) == b"head"
+        handle.seek(64 << 20)
+        assert handle.read(6) == b"middle"
+    assert target.stat().st_blocks * 512 < 16 << 20  # the holes stayed holes

@@ -37,7 +37,23 @@ def test_bootstrap_argv(config: BuildConfig, tmp_path: Path) -> None:
     assert runner.argvs == [(
         "debootstrap", "--variant=minbase", "--arch=amd64",
         "--components=main,contrib,non-free,non-free-firmware",
+        "--keyring=/usr/share/keyrings/debian-archive-keyring.gpg", "--force-check-gpg",
         "trixie", str(tmp_path / "out/rootfs"), "http://deb.debian.org/debian")]
+
+
+def test_bootstrap_refuses_to_run_without_the_archive_keyring(
+        config: BuildConfig, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import stages.bootstrap
+
+    monkeypatch.setattr(stages.bootstrap, "DEBIAN_KEYRING", str(tmp_path / "absent.gpg"))
+    with pytest.raises(BuildError, match="keyring .* is missing.*apt-get install "
+                                         "debian-archive-keyring"):
+        BootstrapStage().preflight(config)
+
+
+def test_the_archive_keyring_is_part_of_the_bootstrap_key(config: BuildConfig) -> None:
+    assert BootstrapStage().input_files(config) == [
+        Path("/usr/share/keyrings/debian-archive-keyring.gpg")]
 
 
 def fake_bootstrap(root: Path) -> None:
