@@ -174,6 +174,34 @@ class ScriptedUI:
         return [text for shown_kind, _title, text in self.shown if shown_kind == kind]
 
 
+class FakeScreen:
+    """The boot VT: records notifications and waits; key presses come from a script."""
+
+    def __init__(self, presses: Sequence[bool] = (), *, holds: bool = True,
+                 on_event: Callable[[str], None] | None = None) -> None:
+        self.holds = holds
+        self.name = "tty1"
+        self.presses = list(presses)
+        self.events: list[str] = []  # "notify READY=1...", "wait 180", "clear"
+        self.on_event = on_event
+
+    def _record(self, event: str) -> None:
+        self.events.append(event)
+        if self.on_event:
+            self.on_event(event)
+
+    def wait_for_key(self, timeout: float | None, on_waiting: Callable[[], None]) -> bool:
+        self._record(f"wait {timeout}")
+        on_waiting()
+        return self.presses.pop(0) if self.presses else True
+
+    def clear(self) -> None:
+        self._record("clear")
+
+    def notify(self, state: str) -> None:
+        self._record(f"notify {state}")
+
+
 def quiet_reporter(log_path: Path | None = None, console: Path | None = None) -> Reporter:
     return Reporter(log_path, console_path=console, stream=io.StringIO())
 
@@ -259,6 +287,7 @@ class FakeMachine:
         self.layout.golem_home.mkdir(parents=True)
         self.layout.shadow_file.parent.mkdir(parents=True)
         self.layout.shadow_file.write_text(NO_PASSWORD_SHADOW)
+        self.layout.hostname_file.write_text("golem-gpu-live\n")
         if golem:
             bin_dir = self.layout.bin_dirs[1]
             bin_dir.mkdir(parents=True)
@@ -307,13 +336,15 @@ class FakeMachine:
         self.console.unlink(missing_ok=True)
         self.runner.calls.clear()
 
-    def services(self, ui: ScriptedUI):
+    def services(self, ui: ScriptedUI, screen: FakeScreen | None = None):
+        from golemwz.boot_console import NullScreen
         from golemwz.wizard import Services
 
         reporter = Reporter(self.layout.log_file, console_path=self.console,
                             stream=io.StringIO())
         return Services(layout=self.layout, runner=self.runner, ui=ui, reporter=reporter,
-                        sysfs_write=self.kernel, new_password=lambda: PASSWORD)
+                        sysfs_write=self.kernel, new_password=lambda: PASSWORD,
+                        screen=screen or NullScreen())
 
     def console_lines(self) -> list[str]:
         return self.console.read_text().splitlines() if self.console.exists() else []

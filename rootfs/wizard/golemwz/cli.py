@@ -15,6 +15,7 @@ import traceback
 from collections.abc import Sequence
 from pathlib import Path
 
+from golemwz.boot_console import BootScreen, console_is_a_vt
 from golemwz.config import Settings, parse_layer
 from golemwz.errors import WizardError
 from golemwz.layout import SystemLayout
@@ -23,8 +24,6 @@ from golemwz.report import SYSTEM_CONSOLE, Reporter
 from golemwz.runner import SubprocessRunner
 from golemwz.ui import UI, PlainUI
 from golemwz.wizard import Options, Services, Wizard
-
-FALLBACK_NOTE = "\n\nThe log is ~golem/golemwz.log. At boot, golem is now logged in on tty1."
 
 # (flag, configuration key, help): flags share the TOML keys' validation.
 VALUE_FLAGS = (
@@ -56,6 +55,10 @@ def build_parser() -> argparse.ArgumentParser:
                         help="Don't attach devices to VFIO.")
     parser.add_argument("--no-save", action="store_true",
                         help="Don't save running configuration.")
+    parser.add_argument("--at-boot", action="store_true",
+                        help="As golemwz.service runs it on tty1: kernel messages moved to "
+                             "tty12, systemd notified when done, the last screen kept until "
+                             "a key is pressed.")
     parser.add_argument("--log-to-console", action="store_true",
                         help=f"Also write progress lines to {SYSTEM_CONSOLE} (the boot unit "
                              "passes it, so they reach the serial console).")
@@ -102,8 +105,10 @@ def real_services(args: argparse.Namespace) -> Services:
     if os.geteuid() != 0:
         raise WizardError("golemwz mounts, binds devices and sets passwords: it needs root",
                           "run: sudo golemwz " + " ".join(sys.argv[1:]))
+    # Never onto the screen the dialogs are on (a machine without a serial port).
+    to_console = args.log_to_console and not console_is_a_vt(layout.sysfs_root)
     reporter = Reporter(layout.log_file if layout.golem_home.is_dir() else None,
-                        console_path=SYSTEM_CONSOLE if args.log_to_console else None,
+                        console_path=SYSTEM_CONSOLE if to_console else None,
                         debug=args.debug)
     ui: UI
     if sys.stdin.isatty() and shutil.which("dialog"):
@@ -111,18 +116,20 @@ def real_services(args: argparse.Namespace) -> Services:
         ui = DialogUI()
     else:
         ui = PlainUI(input, sys.stdout)
-    return Services(layout=layout, runner=SubprocessRunner(reporter), ui=ui, reporter=reporter)
+    runner = SubprocessRunner(reporter)
+    if not args.at_boot:
+        return Services(layout=layout, runner=runner, ui=ui, reporter=reporter)
+    screen = BootScreen(reporter, runner)
+    screen.move_kernel_messages()
+    return Services(layout=layout, runner=runner, ui=ui, reporter=reporter, screen=screen)
 
 
 def report_failure(wizard: Wizard, error: WizardError) -> None:
     services = wizard.services
+    # The final screen, unless the wizard showed it already (errors within its run);
+    # then the error, last, as on every failed run.
+    wizard.finish(error)
     services.reporter.step(f"error: {error.line()}")
-    try:
-        # Not a message box: at boot nobody may press OK, and the unit must exit
-        # for the tty1 login to start. The box stays on screen after the exit.
-        services.ui.info("Error", error.line() + FALLBACK_NOTE + wizard.final_notice_text())
-    except Exception as ui_broken:  # the screen is a courtesy; the log already has it
-        services.reporter.detail(f"could not show the error on screen: {ui_broken}")
 
 
 def main(argv: Sequence[str] | None = None, services: Services | None = None) -> int:
@@ -144,11 +151,12 @@ def main(argv: Sequence[str] | None = None, services: Services | None = None) ->
         save=not args.no_save,
     )
     wizard = Wizard(options=options, flags=flags, services=services)
+    status = 0
     try:
         wizard.run()
     except WizardError as error:
         report_failure(wizard, error)
-        return error.exit_status
+        status = error.exit_status
     except KeyboardInterrupt:
         services.reporter.step("interrupted")
         return 130
@@ -158,6 +166,8 @@ def main(argv: Sequence[str] | None = None, services: Services | None = None) ->
                                            "please report it with ~golem/golemwz.log"))
         if args.debug:
             traceback.print_exc()
-        return 1
-    return 0
+        status = 1
+    # At boot: the final screen until a key, then the tty1 login (see golemwz.service).
+    wizard.hold_final_screen(failed=status != 0)
+    return status
 

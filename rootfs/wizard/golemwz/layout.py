@@ -10,7 +10,10 @@ from pathlib import Path
 
 # The image build gives `Golem storage` this fixed PARTUUID so the wizard can
 # recognise it on any machine; only this partition is ever grown.
-GOLEM_STORAGE_PARTUUID = "2a5ae4b8-3b4c-4b5e-9a43-90f3e6c1c0de"
+GOLEM_STORAGE_PARTUUID = "9b06e23f-74bb-4c49-b83d-d3b0c0c2bb01"
+# GOLEM's imager (golem-gpu-imager) writes golemwz.toml and golem.env into the
+# partition with this PARTUUID; the image build gives it to `Golem conf storage`.
+CONF_PARTUUID = "33b921b8-edc5-46a0-8baa-d0b7ad84fc71"
 GOLEM_STORAGE_PARTLABEL = "Golem storage"
 CONF_PARTLABEL = "Golem conf storage"
 ROOT_PARTLABEL = "Golem root filesystem"
@@ -23,6 +26,8 @@ GOLEM_USER = "golem"
 PROVIDER_SERVICE = "golem-provider.service"
 # The directory on the storage partition that becomes ~golem/.local.
 STORAGE_SUBDIR = "golem-gpu-live"
+# What takes tty1 after a successful run (golem-autologin.service after a failure).
+LOGIN_SERVICE = "golem-login.service"
 
 
 @dataclass(frozen=True)
@@ -41,6 +46,14 @@ class SystemLayout:
     storage_mount_dir: Path = Path("/mnt/golem-storage")
     pci_ids_file: Path = Path("/usr/share/misc/pci.ids")
     shadow_file: Path = Path("/etc/shadow")
+    hostname_file: Path = Path("/etc/hostname")
+    # Read by pam_motd at the tty1 login: names the error after a failure.
+    motd_notice: Path = Path("/run/motd.d/golemwz")
+    # Read by agetty above the login prompt after a successful run.
+    issue_notice: Path = Path("/etc/issue.d/golemwz.issue")
+    # golem-provider.service starts only when this exists (ConditionPathExists=):
+    # systemd hears READY=1 after a failed run too, so the boot need not wait.
+    provider_ready_marker: Path = Path("/run/golemwz/provider-configured")
 
     @classmethod
     def under(cls, root: Path) -> SystemLayout:
@@ -59,6 +72,10 @@ class SystemLayout:
             storage_mount_dir=root / "mnt/golem-storage",
             pci_ids_file=root / "usr/share/misc/pci.ids",
             shadow_file=root / "etc/shadow",
+            hostname_file=root / "etc/hostname",
+            motd_notice=root / "run/motd.d/golemwz",
+            issue_notice=root / "etc/issue.d/golemwz.issue",
+            provider_ready_marker=root / "run/golemwz/provider-configured",
         )
 
     @property

@@ -11,11 +11,18 @@ from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any
 
-from golemwz import accounts, network, provider, storage
+from golemwz import accounts, final_screen, network, provider, storage
+from golemwz.boot_console import NullScreen, Screen
 from golemwz.config import AUTO, VALIDATORS, Settings, parse_layer
 from golemwz.confstore import ConfStore
 from golemwz.errors import ConfigError, WizardError
-from golemwz.layout import CONF_PARTLABEL, GOLEM_USER, PROVIDER_SERVICE, SystemLayout
+from golemwz.layout import (
+    CONF_PARTLABEL,
+    GOLEM_USER,
+    LOGIN_SERVICE,
+    PROVIDER_SERVICE,
+    SystemLayout,
+)
 from golemwz.pci import PciAddress, device_exists, survey_gpus
 from golemwz.report import Reporter
 from golemwz.runner import Runner
@@ -28,6 +35,10 @@ TERMS = (
     "Do you accept these terms of use?"
 )
 SUGGESTED_GLM_PER_HOUR = "0.25"
+# A single-GPU machine loses its screen when the boot GPU goes to vfio-pci: the
+# final screen (with the password) waits this long for a key first. Long enough
+# to write a password down; short enough that an unattended node is up soon.
+FRAMEBUFFER_DEADLINE_SECONDS = 180
 
 
 @dataclass(frozen=True)
@@ -52,6 +63,8 @@ class Services:
     reporter: Reporter
     sysfs_write: SysfsWriter = write_sysfs
     new_password: Callable[[], str] = accounts.generate_password
+    # At boot the VT in front of the person (boot_console.BootScreen).
+    screen: Screen = field(default_factory=NullScreen)
 
 
 @dataclass
@@ -62,8 +75,15 @@ class Wizard:
     settings: Settings = field(default_factory=Settings)
     first_boot_read: bool = False
     save_attempted: bool = False
-    # Nobody may be at the screen: shown on the last screen, which stays on tty6.
-    final_notice: str = ""
+    # Generated at this boot: on the final screen. Its hash is kept on the conf
+    # partition only once it was on screen, so a password nobody can have seen
+    # (the run was cut short before) is not kept: the next boot makes a new one.
+    new_password: str | None = None
+    password_kept: bool = False
+    password_note: str = "not set"
+    configured: list[str] = field(default_factory=list)  # for the final screen
+    finished: bool = False  # the final screen and the login notes are done
+    framebuffer_released: bool = False  # the screen is gone: nothing more to show
 
     def __post_init__(self) -> None:
         self.store = ConfStore(self.layout, self.services.runner, self.services.reporter)
@@ -136,7 +156,8 @@ class Wizard:
     # -- the steps -----------------------------------------------------------
 
     def run(self) -> None:
-        """All the steps, with the conf partition mounted from start to exit."""
+        """All the steps, then the final screen, with the conf partition mounted from
+        start to exit (the password hash is written there after the final screen)."""
         completed = False  # only a full run leaves the conf partition mounted (read-only)
         self.store.open()
         try:
@@ -148,8 +169,14 @@ class Wizard:
                 self.run_steps()
             except WizardError as error:
                 self.keep_configuration_after(error)
+                self.finish(error)
+                raise
+            except Exception as bug:  # cli logs the traceback; the screen says what broke
+                self.finish(WizardError(f"internal error: {type(bug).__name__}: {bug}",
+                                        f"please report it with {final_screen.LOG_NAME}"))
                 raise
             completed = True
+            self.finish(None)
         finally:
             self.store.close(keep_mounted=completed)
 
@@ -167,21 +194,100 @@ class Wizard:
         gpus, vfio_devices = self.select_gpus()
         if golem:
             self.configure_provider(gpus)
+        # Saved before the devices move: on a single-GPU machine the final screen is
+        # shown before that, and it should say the configuration is kept.
+        self.save_configuration()
         if self.options.passthrough:
             self.attach_vfio(gpus, vfio_devices)
         else:
             self.step("--no-passthrough: devices left with their drivers")
-        self.save_configuration()
         if golem:
-            # --no-block: the provider unit is ordered after ours; waiting would deadlock.
-            self.services.runner.run(["systemctl", "start", "--no-block", PROVIDER_SERVICE])
-            self.step(f"started {PROVIDER_SERVICE}")
+            self.start_provider()
         self.step("done")
-        self.services.ui.info("GOLEM provider wizard",
-                              "Configuration complete." + self.final_notice_text())
 
-    def final_notice_text(self) -> str:
-        return f"\n\n{self.final_notice}" if self.final_notice else ""
+    def start_provider(self) -> None:
+        marker = self.layout.provider_ready_marker
+        marker.parent.mkdir(parents=True, exist_ok=True)
+        marker.write_text("configured by golemwz\n")  # the unit's ConditionPathExists=
+        # --no-block: the provider unit is ordered after ours; waiting would deadlock.
+        self.services.runner.run(["systemctl", "start", "--no-block", PROVIDER_SERVICE])
+        self.step(f"started {PROVIDER_SERVICE}")
+        self.configured.append(f"{PROVIDER_SERVICE} started (runtime {provider.RUNTIME_NAME}, "
+                               f"preset {provider.PRESET_NAME})")
+
+    # -- the final screen ----------------------------------------------------
+
+    def final_report(self, error: WizardError | None,
+                     framebuffer_seconds: int | None = None) -> final_screen.FinalReport:
+        try:  # now, not at the network step: DHCP may have finished since
+            addresses = network.ip_addresses(self.services.runner)
+        except WizardError:
+            addresses = []
+        try:
+            hostname = self.layout.hostname_file.read_text().strip() or "this machine"
+        except OSError:
+            hostname = "this machine"
+        return final_screen.FinalReport(
+            error=error, password=self.new_password, password_note=self.password_note,
+            node_name=self.settings.glm_node_name, hostname=hostname, addresses=addresses,
+            configured=tuple(self.configured), golem=self.layout.golem_installed(),
+            holds=self.services.screen.holds, framebuffer_seconds=framebuffer_seconds)
+
+    def draw_final_screen(self, report: final_screen.FinalReport) -> None:
+        """Draw the last screen; once it is up, the new password may be kept."""
+        try:
+            # Not a message box: the boot must go on while it waits for a key
+            # (hold_final_screen), and a message box would wait before that.
+            self.services.ui.info(final_screen.title(report), final_screen.body(report))
+        except Exception as ui_broken:  # the screen is a courtesy; the log has everything
+            self.services.reporter.detail(f"could not draw the final screen: {ui_broken}")
+            if self.new_password is not None and not self.password_kept:
+                self.services.reporter.warn("the new password could not be shown: it is not "
+                                            "kept, the next boot generates another one")
+            return
+        self.step("final screen shown on " + self.services.screen.name
+                  + (" with the password generated at this boot" if report.password else ""))
+        if self.new_password is not None and not self.password_kept:
+            self.password_kept = True
+            self.keep_password_hash()
+
+    def finish(self, error: WizardError | None) -> None:
+        """The final screen (unless the GPU took it) and the notes for the tty1 login."""
+        if self.finished:
+            return
+        self.finished = True
+        report = self.final_report(error)
+        notes = ((self.layout.motd_notice, final_screen.motd_text(error) if error else None),
+                 (self.layout.issue_notice, None if error else final_screen.issue_text(report)))
+        for path, text in notes:
+            try:
+                final_screen.write_notice(path, text)
+            except OSError as error_writing:
+                self.services.reporter.warn(f"cannot write {path}: {error_writing}")
+        if not self.framebuffer_released:
+            self.draw_final_screen(report)
+
+    def hold_final_screen(self, failed: bool) -> None:
+        """At boot: let the boot go on, keep the final screen until a key, then hand the
+        VT over: the tty1 autologin (golemwz.service's OnFailure=) or the login prompt."""
+        screen = self.services.screen
+        if not screen.holds:
+            return
+        outcome = "failed" if failed else "configured this node"
+        # READY=1 on failure too: the unattended boot must not wait for a key. The
+        # provider unit then still starts only after success (provider_ready_marker).
+        screen.notify(f"READY=1\nSTATUS=golemwz {outcome}; its last screen waits for a key "
+                      f"on {screen.name}")
+        if not self.framebuffer_released:
+            pressed = screen.wait_for_key(None, lambda: self.step(
+                f"the final screen stays on {screen.name} until a key is pressed"))
+            if pressed:
+                self.step(f"a key was pressed on {screen.name}")
+            screen.clear()  # the password must not stay behind the login
+        if not failed:
+            self.services.runner.run(["systemctl", "start", "--no-block", LOGIN_SERVICE],
+                                     check=False)
+            self.step(f"started {LOGIN_SERVICE} on {screen.name}")
 
     def accept_terms(self) -> None:
         ui = self.services.ui
@@ -218,29 +324,40 @@ class Wizard:
         chosen = by_uuid[partuuid]
         if chosen.is_golem_storage():
             storage.grow_golem_storage(chosen, self.layout, runner, self.services.reporter)
+            # Sizes as they are now: the list above was read before the partition grew.
+            chosen = storage.find_partuuid(storage.read_block_devices(runner),
+                                           partuuid) or chosen
         storage.mount_storage(chosen, self.layout, runner, self.services.reporter)
+        self.configured.append(f"storage {chosen.title()} as ~{GOLEM_USER}/.local")
 
     def configure_access(self) -> None:
         runner = self.services.runner
         if accounts.password_is_set(runner, GOLEM_USER):
             self.step(f"the password of {GOLEM_USER} was set before; kept")
+            self.password_note = "set before this run, unchanged"
         elif self.restore_password():
             self.step(f"password restored from {CONF_PARTLABEL}")
+            self.password_note = "the one shown at an earlier boot"
         else:
             password = self.services.new_password()
             accounts.set_password(runner, GOLEM_USER, password)
-            self.keep_password_hash()
-            text = (f"The password of user '{GOLEM_USER}' is:\n\n    {password}\n\n"
-                    "Write it down now: it is shown only this once.")
+            self.new_password = password  # on the final screen in any case
             if self.unattended():
-                self.final_notice = text
+                self.step(f"generated a password for {GOLEM_USER}: it is shown on the "
+                          "final screen")
             else:
+                text = (f"The password of user '{GOLEM_USER}' is:\n\n    {password}\n\n"
+                        "Write it down now. The last screen shows it again.")
                 self.services.ui.message("Password", text)
-            self.step(f"generated a password for {GOLEM_USER} and showed it on screen")
+                self.step(f"generated a password for {GOLEM_USER} and showed it on screen")
+                self.password_kept = True  # read and acknowledged
+                self.keep_password_hash()
         if self.settings.ssh_keys:
             added = accounts.install_ssh_keys(self.layout.authorized_keys, self.settings.ssh_keys,
                                               runner, GOLEM_USER)
             self.step(f"SSH keys: {added} added to {self.layout.authorized_keys}")
+            self.configured.append(f"SSH keys: {added} added, {len(self.settings.ssh_keys)} "
+                                   "configured")
 
     def restore_password(self) -> bool:
         """Set the password generated at an earlier boot from its saved hash, if any.
@@ -288,6 +405,7 @@ class Wizard:
             ui.progress("Network", "No network", 100)
             self.services.reporter.warn("NetworkManager reports no connection yet; "
                                         "the provider will retry once it is connected")
+            self.configured.append("network: not connected yet")
             return
         addresses = network.ip_addresses(runner)
         shown = ", ".join(addresses) or "none"
@@ -309,6 +427,8 @@ class Wizard:
                     'init_price = "0"')
         self.step(f"GLM account {self.settings.glm_account}, {self.settings.glm_per_hour} GLM "
                   f"per hour, initial price {self.settings.init_price}")
+        self.configured.append(f"{self.settings.glm_per_hour} GLM per hour, initial price "
+                               f"{self.settings.init_price}, to {self.settings.glm_account}")
 
     def select_gpus(self) -> tuple[tuple[PciAddress, ...], tuple[PciAddress, ...]]:
         """The chosen GPUs and every device that must go to vfio-pci with them."""
@@ -357,6 +477,8 @@ class Wizard:
             devices.add(extra)
         gpus = tuple(sorted(r.gpu.address for r in chosen))
         self.step("selected GPU " + ", ".join(f"{r.gpu.address} ({r.description})" for r in chosen))
+        self.configured.append("GPU " + ", ".join(f"{r.gpu.address} ({r.description})"
+                                                  for r in chosen))
         return gpus, tuple(sorted(devices))
 
     def configure_provider(self, gpus: tuple[PciAddress, ...]) -> None:
@@ -384,10 +506,26 @@ class Wizard:
         layout = self.layout
         survey = survey_gpus(layout.sysfs_root, relax_bridges=self.options.relax_gpu_isolation)
         if any(r.gpu.boot_vga for r in survey.gpus if r.gpu.address in gpus):
+            self.show_before_the_screen_goes()
             release_console_framebuffer(layout.sysfs_root, self.services.sysfs_write,
                                         self.services.reporter)
+            self.framebuffer_released = True
         bind_to_vfio(layout.sysfs_root, layout.dev_root, devices, self.services.runner,
                      self.services.reporter, self.services.sysfs_write)
+        self.configured.append(f"{len(devices)} PCI functions attached to vfio-pci")
+
+    def show_before_the_screen_goes(self) -> None:
+        """The boot GPU is the screen: show the final screen (password included) and wait
+        for a key or the deadline before it goes dark."""
+        screen = self.services.screen
+        self.draw_final_screen(self.final_report(
+            None, framebuffer_seconds=FRAMEBUFFER_DEADLINE_SECONDS))
+        pressed = screen.wait_for_key(FRAMEBUFFER_DEADLINE_SECONDS, lambda: self.step(
+            f"the final screen waits up to {FRAMEBUFFER_DEADLINE_SECONDS} s for a key on "
+            f"{screen.name} before the boot GPU's framebuffer is released"))
+        self.step("a key was pressed" if pressed
+                  else "no key pressed before the deadline" if screen.holds
+                  else "not at boot: nothing waits")
 
     def save_configuration(self, after_failure: bool = False) -> None:
         if not self.options.save:
@@ -405,6 +543,9 @@ class Wizard:
                  else f"{path} (not persistent: no {CONF_PARTLABEL} partition)")
         self.step(f"configuration saved to {where}"
                   + (", keeping what was configured before the failure" if after_failure else ""))
+        self.configured.append("configuration saved" + (
+            f" on {CONF_PARTLABEL}" if path != self.layout.saved_config
+            else " for this session only (no conf partition)"))
         if self.first_boot_read:
             # Only now: had the save failed, the first-boot file would still be there.
             self.store.delete_first_boot()
