@@ -7,6 +7,7 @@ import struct
 from pathlib import Path
 
 import pytest
+from golemwz.layout import GOLEM_STORAGE_PARTUUID
 
 from builder.errors import BuildError
 from disk.assemble import (
@@ -30,7 +31,7 @@ from disk.layout import (
 )
 from tests.fakes import RecordingRunner
 
-STORAGE_PARTUUID = "2a5ae4b8-3b4c-4b5e-9a43-90f3e6c1c0de"
+STORAGE_PARTUUID = GOLEM_STORAGE_PARTUUID
 BIOS_BOOT_TYPE = "21686148-6449-6E6F-744E-656564454649"
 ESP_TYPE = "C12A7328-F81F-11D2-BA4B-00A0C93EC93B"
 SEED = "gpu-node/1.2.3"

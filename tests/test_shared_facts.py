@@ -37,6 +37,14 @@ def test_the_wizard_grows_the_partition_the_image_marks_with_the_fixed_partuuid(
     assert fixed.lower() == wizard_layout.GOLEM_STORAGE_PARTUUID.lower()
 
 
+def test_the_conf_partition_has_the_partuuid_golems_imager_looks_for() -> None:
+    fixed = image_layout()["conf"].partuuid
+    assert fixed and fixed.lower() == wizard_layout.CONF_PARTUUID.lower()
+    # golem-gpu-imager v0.2.3 src/disk.rs: CONFIG_PARTITION_UUID; its storage value too.
+    assert wizard_layout.CONF_PARTUUID == "33b921b8-edc5-46a0-8baa-d0b7ad84fc71"
+    assert wizard_layout.GOLEM_STORAGE_PARTUUID == "9b06e23f-74bb-4c49-b83d-d3b0c0c2bb01"
+
+
 def test_the_profile_reads_the_maintainer_key_where_repo_key_writes_it() -> None:
     profile = load_profile(PROJECT_ROOT, "golem-provider")
     assert Path(profile.golem.keyring) == PROJECT_KEYRING

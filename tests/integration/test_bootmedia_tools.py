@@ -13,6 +13,7 @@ from contextlib import ExitStack
 from pathlib import Path
 
 import pytest
+from golemwz.layout import GOLEM_STORAGE_PARTUUID
 
 from builder.config import BuildConfig, make_config
 from builder.runner import SubprocessRunner
@@ -27,7 +28,7 @@ pytestmark = pytest.mark.tools
 
 TOOLS = ("sfdisk", "mkfs.vfat", "mkfs.ext4", "mcopy", "mdir", "grub-mkimage", "xorriso",
          "fsck.vfat", "e2fsck", "blkid", "grub-fstest", "grub-script-check")
-STORAGE_PARTUUID = "2a5ae4b8-3b4c-4b5e-9a43-90f3e6c1c0de"
+STORAGE_PARTUUID = GOLEM_STORAGE_PARTUUID
 MTOOLS_ENV = {**os.environ, "MTOOLS_SKIP_CHECK": "1"}
 
 

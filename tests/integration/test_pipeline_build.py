@@ -12,6 +12,7 @@ import time
 from pathlib import Path
 
 import pytest
+from golemwz.layout import GOLEM_STORAGE_PARTUUID
 
 from builder.mounts import mounts_under
 from tests.conftest import MEASUREMENTS, PROJECT_ROOT, BuiltImage, build_args, golem_live
@@ -105,7 +106,7 @@ def test_killed_build_leaves_no_mounts_and_next_build_succeeds(gpu_node_image: B
 
 PARTITION_NAMES = ["EFI System", "BIOS boot partition", "Golem conf storage",
                    "Golem root filesystem", "Golem storage"]
-STORAGE_PARTUUID = "2A5AE4B8-3B4C-4B5E-9A43-90F3E6C1C0DE"
+STORAGE_PARTUUID = GOLEM_STORAGE_PARTUUID.upper()  # as sfdisk prints it
 
 
 def test_built_usb_image_layout_and_clean_filesystems(gpu_node_image: BuiltImage,

@@ -36,6 +36,7 @@ from pathlib import Path
 from typing import BinaryIO
 
 import pytest
+from golemwz.layout import GOLEM_STORAGE_PARTUUID
 
 from boot_test.qemu import (
     BootOptions,
@@ -51,7 +52,7 @@ from tests.conftest import MEASUREMENTS, BuiltImage
 
 pytestmark = [pytest.mark.root, pytest.mark.boot]
 
-STORAGE_PARTUUID = "2a5ae4b8-3b4c-4b5e-9a43-90f3e6c1c0de"  # disk/layout.toml
+STORAGE_PARTUUID = GOLEM_STORAGE_PARTUUID  # disk/layout.toml gives it to the image
 STORAGE_DIR = "golem-gpu-live"  # the wizard's directory on storage, bound onto ~/.local
 SAVED_ON_CONF = "/run/golemwz/conf/golemwz-saved.toml"
 GROWTH = 2**30
