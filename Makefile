@@ -20,9 +20,9 @@ HOST_PACKAGES := debootstrap squashfs-tools xorriso grub-pc-bin grub-efi-amd64-b
 	grub-efi-amd64-signed shim-signed grub-common mtools dosfstools e2fsprogs fdisk \
 	qemu-system-x86 ovmf dialog tmux gpg gpgv gpg-agent apt-utils dpkg-dev rsync zstd \
 	python3 python3-venv python3-dialog python3-tomli-w debian-archive-keyring \
-	ca-certificates openssh-client
+	ca-certificates openssh-client bmap-tools xz-utils
 
-.PHONY: all deps venv root image iso usb plan test lint unit clean sweep boot
+.PHONY: all deps venv root image iso usb plan test lint unit clean sweep boot write
 all: image
 
 # Host packages first: the venv needs python3-venv.
@@ -57,6 +57,12 @@ plan: venv
 
 boot: venv
 	$(GOLEM_LIVE) boot --version $(VERSION) --work-dir $(WORK_DIR)
+
+# Write the USB image to a stick: make write DEVICE=/dev/sdX [IMAGE=...]
+IMAGE ?= $(WORK_DIR)/golem-gpu-live-$(VERSION).img
+write: venv
+	$(if $(DEVICE),,$(error name the stick: make write DEVICE=/dev/sdX))
+	$(GOLEM_LIVE) write $(IMAGE) $(DEVICE)
 
 lint: venv
 	$(VENV)/bin/ruff check $(PY_DIRS) rootfs/wizard tests

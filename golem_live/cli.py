@@ -40,6 +40,7 @@ from builder.preflight import check_root, check_tools
 from builder.profile import reference_table
 from builder.publish import record_path
 from builder.runner import SubprocessRunner
+from golem_live.write import write
 from stages.catalog import stage_list
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
@@ -227,6 +228,7 @@ def list_profiles(reference: bool) -> None:
 
 
 main.add_command(repo)
+main.add_command(write)
 
 
 def run() -> int:
