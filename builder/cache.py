@@ -17,7 +17,7 @@ import json
 import os
 import tempfile
 from collections.abc import Iterable
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -57,9 +57,15 @@ class Manifest:
     config: dict[str, Any]  # dotted key -> value
     files: dict[str, str]  # path (relative to the project when inside it) -> sha256
     deps: dict[str, str]  # dependency stage -> its key
+    # State of outside sources resolved at plan time (Stage.resolved_inputs), e.g. the
+    # hashes of the Debian archive's package indexes.
+    resolved: dict[str, str] = field(default_factory=dict)
 
     def key(self) -> str:
-        payload = canonical_json({"format": MANIFEST_FORMAT, **asdict(self)})
+        fields = asdict(self)
+        if not self.resolved:  # keys of stages without resolved inputs stay as they were
+            del fields["resolved"]
+        payload = canonical_json({"format": MANIFEST_FORMAT, **fields})
         return hashlib.sha256(payload.encode()).hexdigest()[:32]
 
     def to_json(self) -> str:
@@ -69,7 +75,7 @@ class Manifest:
     def from_json(cls, text: str) -> Manifest:
         data = json.loads(text)
         return cls(stage=data["stage"], version=data["version"], config=data["config"],
-                   files=data["files"], deps=data["deps"])
+                   files=data["files"], deps=data["deps"], resolved=data.get("resolved", {}))
 
     def changes_since(self, previous: Manifest | None) -> list[str]:
         """Human-readable list of what differs from a previous build of the stage."""
@@ -88,6 +94,9 @@ class Manifest:
                 changes.append(f"file removed {path}")
             elif previous.files[path] != self.files[path]:
                 changes.append(f"file changed {path}")
+        for name in sorted(set(previous.resolved) | set(self.resolved)):
+            if previous.resolved.get(name) != self.resolved.get(name):
+                changes.append(f"source changed {name}")
         for dep in sorted(set(previous.deps) | set(self.deps)):
             if previous.deps.get(dep) != self.deps.get(dep):
                 changes.append(f"input stage {dep} changed")
@@ -111,10 +120,10 @@ def _file_name(path: Path, roots: Iterable[Path]) -> str:
 
 def make_manifest(stage: str, version: int, config: dict[str, Any], files: Iterable[Path],
                   deps: dict[str, str], project_root: Path,
-                  code: Iterable[Path] = ()) -> Manifest:
+                  code: Iterable[Path] = (), resolved: dict[str, str] | None = None) -> Manifest:
     digests = {_file_name(p, [project_root]): file_digest(p) for p in files}
     digests.update({"code:" + _file_name(p, [CODE_ROOT]): file_digest(p) for p in code})
-    return Manifest(stage, version, dict(config), digests, dict(deps))
+    return Manifest(stage, version, dict(config), digests, dict(deps), dict(resolved or {}))
 
 
 class StageCache:

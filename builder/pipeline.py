@@ -37,6 +37,7 @@ class PlannedStage:
 class Plan:
     config: BuildConfig
     steps: list[PlannedStage] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)  # shown before the plan or the build
 
     def step(self, name: str) -> PlannedStage:
         for step in self.steps:
@@ -70,7 +71,9 @@ def _closure(stages: Sequence[Stage], names: set[str], downward: bool) -> set[st
 
 
 def make_plan(config: BuildConfig, stages: Sequence[Stage], until: str | None = None,
-              force: Sequence[str] = ()) -> Plan:
+              force: Sequence[str] = (), offline: bool = False) -> Plan:
+    """`offline`: do not look up outside sources (resolved inputs); take them as the last
+    build saw them."""
     names = [s.name for s in stages]
     for name in [until, *force]:
         if name is not None and name not in names:
@@ -88,18 +91,54 @@ def make_plan(config: BuildConfig, stages: Sequence[Stage], until: str | None = 
             values = {k: config.value(k) for k in stage.config_keys}
         except KeyError as err:
             raise BuildError(f"stage {stage.name} reads {err}", "fix its config_keys") from None
+        cache = StageCache(cache_root(config, stage), stage.name)
+        last = cache.last_manifest()
+        resolved = _resolve(stage, config, last, plan.notes, offline)
         manifest = make_manifest(stage.name, stage.version, values,
                                  stage.input_files(config),
                                  {d: keys[d] for d in stage.depends if d in keys},
-                                 config.project_root, code=stage.code_files())
+                                 config.project_root, code=stage.code_files(),
+                                 resolved=resolved)
         keys[stage.name] = manifest.key()
-        cache = StageCache(cache_root(config, stage), stage.name)
         cached = cache.has(manifest.key())
-        changes = () if cached else tuple(manifest.changes_since(cache.last_manifest()))
+        changes = () if cached else tuple(_explained_changes(stage, config, manifest, last, cache))
         will_run = stage.name in wanted and (not cached or stage.name in forced)
         plan.steps.append(PlannedStage(stage, manifest, cache, cached, will_run, changes))
     plan.steps = [s for s in plan.steps if s.stage.name in wanted]
     return plan
+
+
+def _resolve(stage: Stage, config: BuildConfig, last: Manifest | None,
+             notes: list[str], offline: bool) -> dict[str, str]:
+    if offline:
+        problem = "offline"
+    else:
+        try:
+            return stage.resolved_inputs(config)
+        except BuildError as err:
+            problem = err.problem
+    if last is not None and last.resolved:
+        # Keep what the last build saw, so a cached stage stays usable without a network.
+        notes.append(f"{stage.name}: {problem}; taking its sources as the last build saw them "
+                     "(newer packages, security updates too, are not looked for)")
+        return dict(last.resolved)
+    notes.append(f"{stage.name}: {problem}; its sources could not be looked up")
+    return {"unresolved": problem} if not offline else {}
+
+
+def _explained_changes(stage: Stage, config: BuildConfig, manifest: Manifest,
+                       last: Manifest | None, cache: StageCache) -> list[str]:
+    changes = manifest.changes_since(last)
+    if last is None or last.resolved == manifest.resolved:
+        return changes
+    entry = cache.entry(last.key())
+    try:
+        words = stage.explain(config, last.resolved, manifest.resolved,
+                              entry if entry.is_dir() else None)
+    except BuildError as err:
+        words = [f"could not tell which packages changed ({err.problem})"]
+    others = [c for c in changes if not c.startswith("source changed ")]
+    return [*words, *others] if words else changes
 
 
 Progress = Callable[[str], None]

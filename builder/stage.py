@@ -60,6 +60,17 @@ class Stage:
                 files.append(Path(source))
         return files
 
+    def resolved_inputs(self, config: BuildConfig) -> dict[str, str]:
+        """State of outside sources the output depends on, looked up when planning (e.g.
+        the hashes of an archive's package indexes): part of the key, so the stage reruns
+        when the source changed. Raise BuildError when it cannot be looked up."""
+        return {}
+
+    def explain(self, config: BuildConfig, previous: dict[str, str], current: dict[str, str],
+                previous_entry: Path | None) -> list[str]:
+        """Say in words why changed resolved inputs matter (plan's "what changed")."""
+        return []
+
     def preflight(self, config: BuildConfig) -> None:
         """Raise BuildError when a source the stage needs cannot be reached."""
 

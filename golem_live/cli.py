@@ -77,6 +77,9 @@ def build_options(func: Callable[..., Any]) -> Callable[..., Any]:
                      help="GitHub API base for GOLEM's releases (a mirror or a test server)."),
         click.option("--github-token", default=None, envvar="GITHUB_TOKEN",
                      show_envvar=True, help="Token for GitHub's API (optional)."),
+        click.option("--offline", is_flag=True,
+                     help="Do not look up the Debian archive for newer packages; reuse what "
+                          "the last build saw."),
         click.option("--project-root", type=click.Path(path_type=Path), default=PROJECT_ROOT,
                      hidden=True),
     ]
@@ -99,7 +102,11 @@ def _github(options: dict[str, Any]) -> GitHubSettings:
 
 def _plan(options: dict[str, Any], config: BuildConfig, until: str | None = None,
           force: tuple[str, ...] = ()) -> Plan:
-    return make_plan(config, stage_list(config, _github(options)), until=until, force=force)
+    plan = make_plan(config, stage_list(config, _github(options)), until=until, force=force,
+                     offline=options["offline"])
+    for note in plan.notes:
+        click.echo(f"note: {note}", err=True)
+    return plan
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})

@@ -10,6 +10,7 @@ import shutil
 from contextlib import ExitStack
 from pathlib import Path
 
+from apt_repo.archive_state import Source, archive_state, newer_packages, sources_of
 from apt_repo.keys import IMAGE_KEYRING
 from apt_repo.sources import DEBIAN_KEYRING, deb822
 from builder.chroot import POLICY_RC_D, Chroot
@@ -30,6 +31,22 @@ def debian_sources(suite: str, mirror: str, security_mirror: str,
     if security_mirror:
         text += "\n" + deb822(security_mirror, f"{suite}-security", DEBIAN_KEYRING, components)
     return text
+
+
+def debian_suites(config: BuildConfig) -> list[Source]:
+    debian = config.profile.debian
+    return sources_of(debian.mirror, debian.security_mirror, debian.suite)
+
+
+def installed_versions(entry: Path | None) -> dict[str, str] | None:
+    """What a previous build installed (its packages.txt), or None when unknown."""
+    try:
+        text = (entry / "packages.txt").read_text() if entry else None
+    except OSError:
+        return None
+    if text is None:
+        return None
+    return dict(line.split("\t", 1) for line in text.splitlines() if "\t" in line)
 
 
 def maintainer_keyring(config: BuildConfig) -> Path | None:
@@ -69,7 +86,7 @@ def remove_build_secrets(root: Path) -> None:
 
 class PackagesStage(Stage):
     name = "packages"
-    code = ("builder.chroot", "apt_repo.sources")
+    code = ("builder.chroot", "apt_repo.sources", "apt_repo.archive_state")
     version = 1
     tools = ("chroot", "mount", "umount", "cp")
     description = "install the profile's packages in a chroot"
@@ -85,6 +102,28 @@ class PackagesStage(Stage):
     def input_files(self, config: BuildConfig) -> list[Path]:
         key = maintainer_keyring(config)
         return [key] if key is not None else []
+
+    def resolved_inputs(self, config: BuildConfig) -> dict[str, str]:
+        # The archive's package indexes: a security update or point release reruns the
+        # stage (which upgrades everything), an unchanged archive keeps the cache.
+        debian = config.profile.debian
+        return archive_state(debian_suites(config), debian.components, debian.arch)
+
+    def explain(self, config: BuildConfig, previous: dict[str, str], current: dict[str, str],
+                previous_entry: Path | None) -> list[str]:
+        changed = sorted(name for name in current if previous.get(name) != current[name])
+        if not changed:
+            return []
+        installed = installed_versions(previous_entry)
+        if installed is None:
+            return [f"Debian archive changed: {', '.join(changed)}"]
+        newer = newer_packages(installed, changed, debian_suites(config))
+        if not newer:
+            return [f"Debian archive changed ({', '.join(changed)}): none of the installed "
+                    "packages is newer"]
+        shown = ", ".join(f"{p} {old} -> {new}" for p, old, new in newer[:5])
+        more = f", and {len(newer) - 5} more" if len(newer) > 5 else ""
+        return [f"Debian archive changed: {len(newer)} packages newer ({shown}{more})"]
 
     def preflight(self, config: BuildConfig) -> None:
         check_debian_mirror(config.profile.debian.mirror, config.profile.debian.suite)
@@ -114,6 +153,10 @@ class PackagesStage(Stage):
             if profile.preseed:
                 chroot.run(["debconf-set-selections"],
                            input=("\n".join(profile.preseed) + "\n").encode())
+            # The bootstrap came from the suite alone: bring it up to -updates and -security.
+            ctx.progress("upgrading the bootstrap to the archive's current packages")
+            chroot.run(["apt-get", "dist-upgrade", "--yes", "-o",
+                        "Dpkg::Options::=--force-confold"])
             ctx.progress(f"installing {len(profile.packages)} packages and their dependencies")
             chroot.run(["apt-get", "install", "--yes", "--no-install-recommends",
                         "-o", "Dpkg::Options::=--force-confold", *profile.packages])

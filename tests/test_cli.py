@@ -44,7 +44,7 @@ def test_unknown_stage_for_until(tmp_path: Path) -> None:
 
 def test_plan_of_a_fresh_cache_lists_every_stage_as_never_built(tmp_path: Path) -> None:
     result = golem_live("plan", "--profile", "gpu-node", "--tmp-dir", str(tmp_path / "t"),
-                        "--work-dir", str(tmp_path / "w"))
+                        "--work-dir", str(tmp_path / "w"), "--offline")
     assert result.returncode == 0, result.stderr
     names = [line.split()[0] for line in result.stdout.splitlines()
              if not line.startswith(" ")]

@@ -238,3 +238,49 @@ def test_the_sparse_copy_keeps_holes_and_content(tmp_path: Path) -> None:
         handle.seek(64 << 20)
         assert handle.read(6) == b"middle"
     assert target.stat().st_blocks * 512 < 16 << 20  # the holes stayed holes
+
+
+class Sourced(FakeStage):
+    """A stage whose output depends on an outside source's state (like the archive)."""
+
+    name = "sourced"
+    state: ClassVar[dict[str, str] | BuildError] = {"archive": "v1"}
+
+    def resolved_inputs(self, config: BuildConfig) -> dict[str, str]:
+        if isinstance(self.state, BuildError):
+            raise self.state
+        return dict(self.state)
+
+    def explain(self, config: BuildConfig, previous: dict[str, str], current: dict[str, str],
+                previous_entry: Path | None) -> list[str]:
+        assert previous_entry is not None and (previous_entry / "out.txt").exists()
+        return [f"archive moved from {previous['archive']} to {current['archive']}"]
+
+
+def sourced_plan(config: BuildConfig, state: dict[str, str] | BuildError,
+                 offline: bool = False):
+    Sourced.state = state
+    return make_plan(config, [Sourced(Recorder())], offline=offline)
+
+
+def test_a_changed_outside_source_reruns_the_stage_and_says_why(config: BuildConfig) -> None:
+    execute(sourced_plan(config, {"archive": "v1"}), lambda m: None,
+            lambda log, progress: RecordingRunner())
+    assert sourced_plan(config, {"archive": "v1"}).steps[0].cached
+    changed = sourced_plan(config, {"archive": "v2"}).steps[0]
+    assert changed.will_run and changed.changes == ("archive moved from v1 to v2",)
+
+
+def test_an_unreachable_source_reuses_what_the_last_build_saw(config: BuildConfig) -> None:
+    execute(sourced_plan(config, {"archive": "v1"}), lambda m: None,
+            lambda log, progress: RecordingRunner())
+    for plan in (sourced_plan(config, BuildError("cannot read InRelease")),
+                 sourced_plan(config, {"archive": "v2"}, offline=True)):
+        assert plan.steps[0].cached
+        assert len(plan.notes) == 1 and "as the last build saw them" in plan.notes[0]
+
+
+def test_an_unreachable_source_with_no_build_before_plans_a_run(config: BuildConfig) -> None:
+    plan = sourced_plan(config, BuildError("cannot read InRelease"))
+    assert plan.steps[0].will_run
+    assert plan.notes == ["sourced: cannot read InRelease; its sources could not be looked up"]

@@ -82,20 +82,22 @@ def test_packages_sequence_mounts_installs_and_unmounts(config: BuildConfig,
     programs = [a[0] if a[0] != "chroot" else f"chroot {a[2]}" for a in runner.argvs]
     assert programs == [
         "cp", "mount", "mount", "mount", "mount", "mount",
-        "chroot apt-get", "chroot debconf-set-selections", "chroot apt-get",
+        "chroot apt-get", "chroot debconf-set-selections", "chroot apt-get", "chroot apt-get",
         "chroot useradd", "chroot passwd", "chroot dpkg-query", "chroot apt-get",
         "umount", "umount", "umount", "umount", "umount"]
-    install = runner.argvs[8]
+    # base packages from the bootstrap get the archive's updates and security fixes
+    assert runner.argvs[8][2:5] == ("apt-get", "dist-upgrade", "--yes")
+    install = runner.argvs[9]
     assert install[2:6] == ("apt-get", "install", "--yes", "--no-install-recommends")
     assert "live-boot" in install and "network-manager" in install
-    assert runner.argvs[9][-3:] == ("--groups", "sudo,kvm", "golem")
-    assert runner.argvs[10][-2:] == ("--lock", "golem")
+    assert runner.argvs[10][-3:] == ("--groups", "sudo,kvm", "golem")
+    assert runner.argvs[11][-2:] == ("--lock", "golem")
     # unmounted in reverse order of mounting
     mounted = [a[-1] for a in runner.argvs if a[0] == "mount"]
     unmounted = [a[-1] for a in runner.argvs if a[0] == "umount"]
     assert unmounted == list(reversed(mounted))
     assert mounted[0] == root + "/proc"
-    env = runner.calls[8].env or {}
+    env = runner.calls[9].env or {}
     assert env["DEBIAN_FRONTEND"] == "noninteractive"
     # no build-time secrets, policy-rc.d gone, deb822 sources
     assert not list((out / "rootfs/etc/ssh").glob("ssh_host_*"))
