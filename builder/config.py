@@ -3,6 +3,7 @@ and which version to build."""
 
 from __future__ import annotations
 
+import os
 import re
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -17,6 +18,7 @@ from builder.profile import (
     load_profile,
     profile_names,
 )
+from builder.runner import SubprocessRunner
 
 __all__ = ["BuildConfig", "DebianSource", "GolemSource", "Profile", "PROFILE_DIR",
            "image_file_name", "load_profile", "make_config", "profile_names"]
@@ -40,6 +42,8 @@ class BuildConfig:
     tmp_dir: Path
     work_dir: Path
     local_debs: Path | None = None  # a directory of .deb files standing in for GOLEM's sources
+    # Timestamps the outputs carry instead of the clock's (reproducible builds).
+    source_date_epoch: int = 0
 
     @property
     def image_name(self) -> str:
@@ -60,6 +64,7 @@ class BuildConfig:
             "image_name": self.image_name,
             "seed": self.seed,
             "local_debs": str(self.local_debs) if self.local_debs else None,
+            "source_date_epoch": self.source_date_epoch,
         }
 
     def value(self, dotted: str) -> Any:
@@ -71,11 +76,34 @@ class BuildConfig:
         return node
 
 
+def default_source_date_epoch(project_root: Path) -> int:
+    """The last commit's date; outside a git checkout the newest project file's mtime
+    (a tarball's). Never the clock: two builds of one checkout must agree."""
+    try:
+        result = SubprocessRunner(Path(os.devnull)).run(
+            ["git", "-C", str(project_root), "log", "-1", "--format=%ct"], capture=True,
+            check=False)
+        if result.returncode == 0 and result.stdout.strip().isdigit():
+            return int(result.stdout.strip())
+    except BuildError:
+        pass  # no git: the files' times below
+    newest = 0
+    for sub_dir in ("rootfs", "disk", "stages"):
+        for path in (project_root / sub_dir).rglob("*"):
+            if path.is_file():
+                newest = max(newest, int(path.stat().st_mtime))
+    return newest
+
+
 def make_config(project_root: Path, profile: str, version: str, tmp_dir: Path,
-                work_dir: Path, local_debs: Path | None = None) -> BuildConfig:
+                work_dir: Path, local_debs: Path | None = None,
+                source_date_epoch: int | None = None) -> BuildConfig:
     if not VERSION_RE.match(version):
         raise BuildError(f"invalid version {version!r}",
                          "use letters, digits and . + ~ - (e.g. 1.2.3)")
+    if source_date_epoch is not None and not 0 <= source_date_epoch < 2**32:
+        raise BuildError(f"SOURCE_DATE_EPOCH {source_date_epoch} is out of range",
+                         "give seconds since 1970 (e.g. git log -1 --format=%ct)")
     if local_debs is not None and not local_debs.is_dir():
         raise BuildError(f"local .deb directory {local_debs} does not exist",
                          "point LOCAL_DEBS/--local-debs at a directory of .deb files")
@@ -86,4 +114,6 @@ def make_config(project_root: Path, profile: str, version: str, tmp_dir: Path,
         tmp_dir=tmp_dir.resolve(),
         work_dir=work_dir.resolve(),
         local_debs=local_debs.resolve() if local_debs else None,
+        source_date_epoch=(source_date_epoch if source_date_epoch is not None
+                           else default_source_date_epoch(project_root)),
     )

@@ -77,6 +77,9 @@ def build_options(func: Callable[..., Any]) -> Callable[..., Any]:
                      help="GitHub API base for GOLEM's releases (a mirror or a test server)."),
         click.option("--github-token", default=None, envvar="GITHUB_TOKEN",
                      show_envvar=True, help="Token for GitHub's API (optional)."),
+        click.option("--source-date-epoch", type=int, envvar="SOURCE_DATE_EPOCH",
+                     default=None, show_envvar=True,
+                     help="Timestamp for the outputs (default: the last commit's date)."),
         click.option("--offline", is_flag=True,
                      help="Do not look up the Debian archive for newer packages; reuse what "
                           "the last build saw."),
@@ -90,7 +93,8 @@ def build_options(func: Callable[..., Any]) -> Callable[..., Any]:
 
 def _config(options: dict[str, Any]) -> BuildConfig:
     return make_config(options["project_root"], options["profile"], options["image_version"],
-                       options["tmp_dir"], options["work_dir"], options["local_debs"])
+                       options["tmp_dir"], options["work_dir"], options["local_debs"],
+                       options["source_date_epoch"])
 
 
 def _github(options: dict[str, Any]) -> GitHubSettings:

@@ -18,7 +18,6 @@ the output is committed, so the cache never holds a secret key.
 from __future__ import annotations
 
 import shutil
-import time
 from pathlib import Path
 
 from apt_repo.archive import ArchiveSpec
@@ -47,8 +46,8 @@ class RepositoryStage(Stage):
             "apt_repo.debpkg", "apt_repo.github", "apt_repo.keys")
     version = 1
     depends = ()
-    config_keys = ("version", "local_debs", "profile.debian.suite", "profile.debian.arch",
-                   "profile.golem.channel", "profile.golem.packages")
+    config_keys = ("version", "local_debs", "source_date_epoch", "profile.debian.suite",
+                   "profile.debian.arch", "profile.golem.channel", "profile.golem.packages")
     description = "signed APT repository: golemwz + GOLEM's components"
     tools = ("dpkg-deb", "apt-ftparchive", "gpg", "gpgv", "gpgconf")
 
@@ -123,6 +122,5 @@ class RepositoryStage(Stage):
 
 
 def _epoch(config: BuildConfig) -> int:
-    """The Release Date: the build's SOURCE_DATE_EPOCH once the config carries it."""
-    epoch = getattr(config, "source_date_epoch", None)
-    return int(epoch) if epoch is not None else int(time.time())
+    """The Release Date and the golemwz .deb's times: the build's SOURCE_DATE_EPOCH."""
+    return config.source_date_epoch

@@ -143,3 +143,39 @@ def test_the_profile_channels_are_the_repository_channels() -> None:
     from apt_repo.channels import CHANNELS
 
     assert GOLEM_CHANNELS == CHANNELS
+
+
+def test_source_date_epoch_defaults_to_the_last_commit_never_the_clock(
+        fake_project: Path, tmp_path: Path) -> None:
+    import subprocess
+
+    def config(**kwargs: int):
+        return make_config(fake_project, "gpu-node", "1", tmp_path / "t", tmp_path / "w",
+                           **kwargs)
+
+    newest = max(int(p.stat().st_mtime) for p in (fake_project / "rootfs").rglob("*")
+                 if p.is_file())
+    assert config().source_date_epoch == newest  # not a git checkout: the files' times
+    env = {"GIT_AUTHOR_DATE": "@1700000000 +0000", "GIT_COMMITTER_DATE": "@1700000000 +0000",
+           "GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@e", "GIT_COMMITTER_NAME": "t",
+           "GIT_COMMITTER_EMAIL": "t@e", "PATH": "/usr/bin:/bin", "HOME": str(tmp_path)}
+    for argv in (["git", "init", "-q"], ["git", "add", "-A"], ["git", "commit", "-qm", "x"]):
+        subprocess.run(argv, cwd=fake_project, env=env, check=True, capture_output=True)
+    assert config().source_date_epoch == 1700000000
+    assert config(source_date_epoch=42).source_date_epoch == 42
+    assert config().value("source_date_epoch") == 1700000000
+    with pytest.raises(BuildError, match="SOURCE_DATE_EPOCH -1 is out of range"):
+        config(source_date_epoch=-1)
+
+
+def test_the_repository_stage_is_keyed_by_the_epoch_it_stamps(fake_project: Path,
+                                                               tmp_path: Path) -> None:
+    from builder.pipeline import make_plan
+    from stages.repository import RepositoryStage
+
+    def key(epoch: int) -> str:
+        config = make_config(fake_project, "golem-provider", "1", tmp_path / "t",
+                             tmp_path / "w", source_date_epoch=epoch)
+        return make_plan(config, [RepositoryStage()]).step("repository").key
+
+    assert key(1) == key(1) != key(2)
