@@ -10,7 +10,7 @@ PYTEST_ARGS ?=
 
 VENV   := $(CURDIR)/.venv
 # The Python packages of the builder (see the code map in README.md).
-PY_DIRS := builder stages apt_repo disk boot_test golem_live
+PY_DIRS := builder stages apt_repo disk boot_test golem_live release
 GOLEM_LIVE := $(VENV)/bin/golem-live
 BUILD_ARGS := --profile $(PROFILE) --version $(VERSION) --tmp-dir $(TMP_DIR) \
 	--work-dir $(WORK_DIR) $(if $(LOCAL_DEBS),--local-debs $(LOCAL_DEBS))

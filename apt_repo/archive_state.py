@@ -18,6 +18,7 @@ import re
 from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from pathlib import Path
 
 import requests
 
@@ -109,6 +110,27 @@ def index_versions(packages_text: str) -> dict[str, str]:
             if name not in versions or compare_versions(version, versions[name]) > 0:
                 versions[name] = version
     return versions
+
+
+def index_digests(packages_text: str) -> dict[tuple[str, str], str]:
+    """(package, version) -> the .deb's sha256, from a Packages index."""
+    digests: dict[tuple[str, str], str] = {}
+    for stanza in packages_text.split("\n\n"):
+        fields = dict(line.split(": ", 1) for line in stanza.splitlines()
+                      if ": " in line and not line.startswith(" "))
+        if {"Package", "Version", "SHA256"} <= set(fields):
+            digests[(fields["Package"], fields["Version"])] = fields["SHA256"].strip()
+    return digests
+
+
+def package_lock(installed: dict[str, str], lists_dir: Path) -> str:
+    """`package version sha256` lines (sorted) for what is installed, the digests taken
+    from apt's downloaded indexes (`-` for a package no index lists)."""
+    digests: dict[tuple[str, str], str] = {}
+    for index in sorted(lists_dir.glob("*_Packages")):
+        digests.update(index_digests(index.read_text(errors="replace")))
+    return "".join(f"{name} {version} {digests.get((name, version), '-')}\n"
+                   for name, version in sorted(installed.items()))
 
 
 def newer_packages(installed: dict[str, str], changed: Iterable[str], sources: list[Source],

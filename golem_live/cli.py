@@ -13,7 +13,6 @@ from typing import Any
 import click
 
 from apt_repo.cli import repo
-from apt_repo.github import GitHubSettings
 from boot_test.qemu import (
     FIRMWARES,
     MEDIA,
@@ -28,24 +27,26 @@ from boot_test.qemu import boot as boot_image
 from builder.config import (
     IMAGE_PREFIX,
     IMAGE_SUFFIXES,
-    BuildConfig,
     load_profile,
-    make_config,
     profile_names,
 )
 from builder.errors import BuildError
 from builder.mounts import safe_rmtree, sweep
-from builder.pipeline import Plan, execute, make_plan
+from builder.pipeline import execute
 from builder.preflight import check_root, check_tools
 from builder.profile import reference_table
 from builder.publish import record_path
 from builder.runner import SubprocessRunner
+from golem_live.options import (
+    DEFAULT_TMP_DIR,
+    DEFAULT_WORK_DIR,
+    PROJECT_ROOT,
+    build_options,
+    config_from,
+    plan_from,
+)
+from golem_live.release import release
 from golem_live.write import write
-from stages.catalog import stage_list
-
-PROJECT_ROOT = Path(__file__).resolve().parent.parent
-DEFAULT_TMP_DIR = Path("/var/tmp/golem-gpu-live")
-DEFAULT_WORK_DIR = PROJECT_ROOT / "work"
 
 
 def _raise_interrupt(signum: int, frame: FrameType | None) -> None:
@@ -61,58 +62,6 @@ def _progress_printer() -> Callable[[str], None]:
     return show
 
 
-def build_options(func: Callable[..., Any]) -> Callable[..., Any]:
-    options = [
-        click.option("--profile", "-p", default="golem-provider", show_default=True,
-                     help="Profile under rootfs/profiles/."),
-        click.option("--version", "image_version", default="dev", show_default=True,
-                     help="Version in the image file names."),
-        click.option("--tmp-dir", type=click.Path(path_type=Path), default=DEFAULT_TMP_DIR,
-                     show_default=True, help="Intermediate stage cache (TMP_DIR)."),
-        click.option("--work-dir", type=click.Path(path_type=Path), default=DEFAULT_WORK_DIR,
-                     show_default=True, help="Final images (WORK_DIR)."),
-        click.option("--local-debs", type=click.Path(path_type=Path), default=None,
-                     help="Directory of .deb files standing in for GOLEM's sources."),
-        click.option("--github-api", default=None, metavar="URL",
-                     help="GitHub API base for GOLEM's releases (a mirror or a test server)."),
-        click.option("--github-token", default=None, envvar="GITHUB_TOKEN",
-                     show_envvar=True, help="Token for GitHub's API (optional)."),
-        click.option("--source-date-epoch", type=int, envvar="SOURCE_DATE_EPOCH",
-                     default=None, show_envvar=True,
-                     help="Timestamp for the outputs (default: the last commit's date)."),
-        click.option("--offline", is_flag=True,
-                     help="Do not look up the Debian archive for newer packages; reuse what "
-                          "the last build saw."),
-        click.option("--project-root", type=click.Path(path_type=Path), default=PROJECT_ROOT,
-                     hidden=True),
-    ]
-    for option in reversed(options):
-        func = option(func)
-    return func
-
-
-def _config(options: dict[str, Any]) -> BuildConfig:
-    return make_config(options["project_root"], options["profile"], options["image_version"],
-                       options["tmp_dir"], options["work_dir"], options["local_debs"],
-                       options["source_date_epoch"])
-
-
-def _github(options: dict[str, Any]) -> GitHubSettings:
-    token = options["github_token"]
-    if options["github_api"]:
-        return GitHubSettings(api_url=options["github_api"], token=token)
-    return GitHubSettings(token=token)
-
-
-def _plan(options: dict[str, Any], config: BuildConfig, until: str | None = None,
-          force: tuple[str, ...] = ()) -> Plan:
-    plan = make_plan(config, stage_list(config, _github(options)), until=until, force=force,
-                     offline=options["offline"])
-    for note in plan.notes:
-        click.echo(f"note: {note}", err=True)
-    return plan
-
-
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 def main() -> None:
     """Build bootable live images (hybrid ISO and GPT USB image) for GPU compute nodes."""
@@ -124,8 +73,8 @@ def main() -> None:
 @click.option("--force", multiple=True, help="Rebuild this stage (and what follows) anyway.")
 def build(until: str | None, force: tuple[str, ...], **kwargs: Any) -> None:
     """Run the stages that are not cached and publish the images into WORK_DIR."""
-    config = _config(kwargs)
-    plan = _plan(kwargs, config, until, force)
+    config = config_from(kwargs)
+    plan = plan_from(kwargs, config, until, force)
     to_run = [s for s in plan.steps if s.will_run]
     if to_run:
         check_root(True)
@@ -147,8 +96,8 @@ def build(until: str | None, force: tuple[str, ...], **kwargs: Any) -> None:
 @click.option("--force", multiple=True, help="Plan as if this stage were forced.")
 def plan(until: str | None, force: tuple[str, ...], **kwargs: Any) -> None:
     """Show every stage in order with its cache key, and what changed for a miss."""
-    config = _config(kwargs)
-    for step in _plan(kwargs, config, until, force).steps:
+    config = config_from(kwargs)
+    for step in plan_from(kwargs, config, until, force).steps:
         status = "will run" if step.will_run else "cached"
         click.echo(f"{step.stage.name:<12} {step.key[:16]}  {status}")
         if step.will_run:
@@ -240,6 +189,7 @@ def list_profiles(reference: bool) -> None:
 
 main.add_command(repo)
 main.add_command(write)
+main.add_command(release)
 
 
 def run() -> int:

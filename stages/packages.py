@@ -10,7 +10,13 @@ import shutil
 from contextlib import ExitStack
 from pathlib import Path
 
-from apt_repo.archive_state import Source, archive_state, newer_packages, sources_of
+from apt_repo.archive_state import (
+    Source,
+    archive_state,
+    newer_packages,
+    package_lock,
+    sources_of,
+)
 from apt_repo.keys import IMAGE_KEYRING
 from apt_repo.sources import DEBIAN_KEYRING, deb822
 from builder.chroot import POLICY_RC_D, Chroot
@@ -19,6 +25,8 @@ from builder.preflight import check_debian_mirror
 from builder.stage import Stage, StageContext
 
 SOURCES_FILE = "etc/apt/sources.list.d/debian.sources"
+# package version sha256, one per installed package (the release's NAME.packages.lock).
+LOCK_FILE = "packages.lock"
 # Where the build's signed repository is visible inside the chroot while installing.
 BUILD_REPO_DIR = "var/lib/golem-live/build-repo"
 BUILD_REPO_SOURCES = "etc/apt/sources.list.d/golem-build.sources"
@@ -171,6 +179,10 @@ class PackagesStage(Stage):
             listing = chroot.run(["dpkg-query", "--show", "--showformat",
                                   "${Package}\t${Version}\n"], capture=True)
             chroot.run(["apt-get", "clean"])
+        installed = dict(line.split("\t", 1) for line in listing.stdout.splitlines()
+                         if "\t" in line)
+        # Before the lists go: what exactly was installed, to reproduce or audit the build.
+        (ctx.output / LOCK_FILE).write_text(package_lock(installed, root / "var/lib/apt/lists"))
 
         shutil.rmtree(root / BUILD_REPO_DIR, ignore_errors=True)
         (root / BUILD_REPO_SOURCES).unlink(missing_ok=True)

@@ -15,7 +15,8 @@ import pytest
 
 from tests.conftest import PROJECT_ROOT
 
-BUILDER_PACKAGES = ("builder", "stages", "apt_repo", "disk", "boot_test", "golem_live")
+BUILDER_PACKAGES = ("builder", "stages", "apt_repo", "disk", "boot_test", "golem_live",
+                    "release")
 WIZARD = PROJECT_ROOT / "rootfs/wizard/golemwz"
 
 
@@ -44,7 +45,8 @@ def violations(package_dir: Path, forbidden: set[str]) -> list[str]:
 
 
 @pytest.mark.parametrize(("package", "forbidden"), [
-    ("builder", {"stages", "apt_repo", "disk", "boot_test", "golem_live", "golemwz"}),
+    ("builder", {"stages", "apt_repo", "disk", "boot_test", "golem_live", "golemwz", "release"}),
+    ("release", {"stages", "disk", "boot_test", "golem_live", "golemwz"}),
     ("apt_repo", {"stages", "disk", "boot_test", "golem_live", "golemwz"}),
     ("disk", {"stages", "apt_repo", "boot_test", "golem_live", "golemwz"}),
     ("boot_test", {"stages", "apt_repo", "disk", "golem_live", "golemwz"}),
