@@ -28,9 +28,9 @@ def only_error(data: dict[str, object]) -> ConfigError:
     ({"glm_account": "ab" * 21}, ["glm_account", "0x followed by"]),
     ({"glm_account": 0x12}, ["glm_account = 18", "in quotes"]),  # TOML reads 0x12 as 18
     ({"glm_per_hour": "-0.25"}, ["glm_per_hour = '-0.25'", "non-negative"]),
-    ({"glm_per_hour": "cheap"}, ["glm_per_hour = 'cheap'", "a number"]),
+    ({"glm_per_hour": "cheap"}, ["glm_per_hour = 'cheap'", "decimal number"]),
     ({"init_price": True}, ["init_price = True", "a number"]),
-    ({"init_price": "nan"}, ["init_price = 'nan'", "non-negative"]),
+    ({"init_price": "nan"}, ["init_price = 'nan'", "decimal number"]),
     ({"gpu_pci_slot": "0000:01:00"}, ["gpu_pci_slot", "'0000:01:00' is not a PCI address"]),
     ({"gpu_pci_slot": 1}, ["gpu_pci_slot = 1", "list of strings"]),
     ({"vfio_devices": ["01:00.1", "x"]}, ["vfio_devices", "'x' is not a PCI address"]),

@@ -16,6 +16,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from golemwz.boot_console import BootScreen, console_is_a_vt
+from golemwz.check import run_check
 from golemwz.config import Settings, parse_layer
 from golemwz.errors import WizardError
 from golemwz.layout import SystemLayout
@@ -62,12 +63,16 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--log-to-console", action="store_true",
                         help=f"Also write progress lines to {SYSTEM_CONSOLE} (the boot unit "
                              "passes it, so they reach the serial console).")
-    commands = parser.add_subparsers(dest="command", metavar="{gpus}")
+    commands = parser.add_subparsers(dest="command", metavar="{gpus,check}")
     gpus = commands.add_parser("gpus", help="Show the NVIDIA GPUs and their IOMMU isolation.")
     gpus.add_argument("--sysfs-root", type=Path, default=Path("/sys"))
     gpus.add_argument("--no-relax-gpu-isolation", action="store_true",
                       help="Count PCI bridges in the GPU's IOMMU group as not isolated.")
     gpus.add_argument("--json", action="store_true", help="Machine-readable output.")
+    check = commands.add_parser(
+        "check", help="Validate a golemwz.toml (or golemwz-saved.toml) without touching the "
+                      "system: every error with its key and fix (exit 2), or 'valid'.")
+    check.add_argument("file", type=Path, metavar="FILE")
     return parser
 
 
@@ -136,6 +141,8 @@ def main(argv: Sequence[str] | None = None, services: Services | None = None) ->
     args = build_parser().parse_args(argv)
     if args.command == "gpus":
         return show_gpus(args)
+    if args.command == "check":
+        return run_check(args.file, sys.stdout)
     try:
         flags = flag_settings(args)
         services = services or real_services(args)

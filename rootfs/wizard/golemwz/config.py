@@ -16,7 +16,7 @@ import tempfile
 import tomllib
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, fields
-from decimal import Decimal, InvalidOperation
+from decimal import Decimal
 from pathlib import Path
 from typing import Any, Literal
 
@@ -31,7 +31,26 @@ GpuChoice = tuple[PciAddress, ...] | Literal["auto"]
 _ACCOUNT = re.compile(r"^0x[0-9a-fA-F]{40}$")
 _NODE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
 _PARTUUID = re.compile(r"^[0-9a-f]{8}(-[0-9a-f]+)+$")
-_ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+# The provider's own settings, by the names yagna reads them (structopt `env = ...`
+# in golemfactory/yagna: agent/provider/src/startup_config.rs, net/src/config.rs,
+# golem_cli/src/setup.rs, core/metrics, ya-client's ApiOpts). Paths that make the
+# provider load code or data from elsewhere (EXE_UNIT_PATH, DATA_DIR, ...) are left
+# out on purpose: the conf partition is writable by anyone who held the stick.
+PROVIDER_ENV_NAMES = frozenset({
+    "YA_NET_TYPE", "YA_NET_RELAY_HOST", "YA_NET_BIND_URL",
+    "YA_ACCOUNT", "YA_PAYMENT_NETWORK", "YA_PAYMENT_NETWORK_GROUP",
+    "YA_RT_CORES", "YA_RT_MEM", "YA_RT_STORAGE",
+    "YAGNA_APPKEY", "YAGNA_API_URL", "GSB_URL",
+    "YAGNA_METRICS_URL", "YAGNA_METRICS_GROUP",
+    "NODE_NAME", "SUBNET", "RUST_LOG", "RUST_BACKTRACE",
+})
+# fullmatch, never `$`: in a Python regex `$` also matches before a trailing newline.
+_ENV_NAME = re.compile(r"[A-Z][A-Z0-9_]*")
+# Prices: a plain decimal in GLM, no sign, exponent, '_' or NaN. GLM has 18 decimals;
+# the bound keeps every derived price (per second, 18 places) exact in Decimal's
+# 28 digits and rules out a typo's million GLM per hour.
+_PRICE = re.compile(r"[0-9]{1,30}(\.[0-9]{1,18})?")
+MAX_PRICE = Decimal(1000)
 _SSH_KEY = re.compile(
     r"^(ssh-(rsa|ed25519|dss)|ecdsa-sha2-nistp(256|384|521)|sk-[a-z0-9@.-]+)"
     r" [A-Za-z0-9+/]+={0,3}( [^\n]*)?$"
@@ -83,15 +102,22 @@ def _boolean(key: str, value: object) -> bool:
 
 
 def _price(key: str, value: object) -> Decimal:
-    fix = f'write a non-negative number, e.g. {key} = "0.25"'
+    fix = (f'write a plain number of GLM from 0 to {MAX_PRICE} with at most 18 decimals, '
+           f'e.g. {key} = "0.25"')
     if isinstance(value, bool) or not isinstance(value, str | int | float):
         raise _bad(key, value, "a number", fix)
-    try:
-        price = Decimal(str(value).strip())
-    except InvalidOperation:
-        raise _bad(key, value, "a number", fix) from None
-    if not price.is_finite() or price < 0:
-        raise _bad(key, value, "a non-negative number", fix)
+    if isinstance(value, int) and not 0 <= value <= MAX_PRICE:
+        # Checked before str(): a 5000-digit TOML integer cannot even be printed.
+        raise _bad(key, value, f"a non-negative number up to {MAX_PRICE}", fix)
+    text = value.strip() if isinstance(value, str) else str(value)
+    if isinstance(value, float) and text.endswith(".0"):
+        text = text[:-2]
+    if not _PRICE.fullmatch(text):
+        expected = "a non-negative number" if text.startswith("-") else "a plain decimal number"
+        raise _bad(key, value, expected, fix)
+    price = Decimal(text)
+    if price > MAX_PRICE:
+        raise _bad(key, value, f"a non-negative number up to {MAX_PRICE}", fix)
     return price
 
 
@@ -160,11 +186,18 @@ def _env(key: str, value: object) -> tuple[tuple[str, str], ...]:
                    'write [env] followed by lines like YA_NET_TYPE = "hybrid"')
     pairs = []
     for name, setting in value.items():
-        if not _ENV_NAME.match(name):
-            raise _bad(f"env.{name}", name, "a variable name", "use letters, digits and '_'")
-        if not isinstance(setting, str) or "\n" in setting:
+        shown = _show(name)[1:-1]  # a key's newline or quote is shown escaped, not raw
+        if not _ENV_NAME.fullmatch(name):
+            raise _bad(f"env.{shown}", name, "a variable name",
+                       "use capital letters, digits and '_', e.g. YA_NET_TYPE")
+        if name not in PROVIDER_ENV_NAMES:
+            raise _bad(f"env.{shown}", name, "a GOLEM provider variable",
+                       "[env] only reaches the provider; allowed: "
+                       + ", ".join(sorted(PROVIDER_ENV_NAMES)))
+        if not isinstance(setting, str) or any(ord(c) < 0x20 or ord(c) == 0x7F
+                                               for c in setting):
             raise _bad(f"env.{name}", setting, "a one-line string",
-                       f'quote the value: {name} = "{setting}"')
+                       f'quote the value on one line: {name} = "..."')
         pairs.append((name, setting))
     return tuple(sorted(pairs))
 
@@ -203,6 +236,10 @@ def parse_layer(data: Mapping[str, object], source: str) -> tuple[Settings, list
             values[key] = validator(key, raw)
         except ConfigError as error:
             errors.append(ConfigError(error.key, f"{source}: {error.problem}", error.fix))
+        except Exception as error:  # noqa: BLE001  hostile input must not become a crash
+            errors.append(ConfigError(key, f"{source}: {key} cannot be used "
+                                      f"({type(error).__name__})", "write a plain value "
+                                      "as in golemwz-example.toml"))
     return Settings(**values), errors  # type: ignore[arg-type]
 
 
@@ -220,6 +257,13 @@ def read_toml(path: Path, source: str) -> dict[str, object] | None:
     except tomllib.TOMLDecodeError as error:
         raise ConfigError("", f"{source} ({path}) is not valid TOML: {error}",
                           'fix that line (strings need quotes: glm_account = "0x...")') from None
+    except Exception as error:  # noqa: BLE001
+        # Nesting thousands of levels deep (RecursionError), an integer of thousands of
+        # digits (ValueError): tomllib raises these, not TOMLDecodeError. Still the
+        # file's fault, so a config error naming it, never an internal error.
+        raise ConfigError("", f"{source} ({path}) cannot be read as a configuration: "
+                          f"{type(error).__name__}: {_show(str(error))}",
+                          "keep it to the flat keys of golemwz-example.toml") from None
 
 
 def to_toml(settings: Settings) -> dict[str, object]:

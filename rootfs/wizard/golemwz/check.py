@@ -1,0 +1,62 @@
+"""`golemwz check FILE`: validate a first-boot or saved TOML anywhere, touching nothing.
+
+A person prepares golemwz.toml on a laptop before booting the stick; this runs the
+boot's own reading and validation (config.read_toml, config.parse_layer) and lists
+every problem at once, where the boot would stop at the first one. It needs no
+root, mounts nothing and never writes: it only reads FILE.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TextIO
+
+from golemwz.config import parse_layer, read_toml
+from golemwz.errors import ConfigError
+
+# What an unattended boot (non_interactive_install = true) stops without. The GLM
+# keys are needed only where GOLEM's packages are installed (the golem-provider
+# image, not gpu-node), which a laptop cannot tell: they are notes, not errors.
+UNATTENDED_REQUIRED = ("accepted_terms", "storage_partition", "gpu_pci_slot")
+UNATTENDED_GLM = ("glm_account", "glm_per_hour", "init_price")
+
+
+def check_file(path: Path) -> tuple[list[ConfigError], list[str]]:
+    """(errors, notes) for the file; no errors means the boot accepts every value."""
+    try:
+        data = read_toml(path, str(path))
+    except ConfigError as unreadable:
+        return [unreadable], []
+    if data is None:
+        return [ConfigError("", f"{path} does not exist",
+                            "give the path of a golemwz.toml or golemwz-saved.toml")], []
+    settings, errors = parse_layer(data, str(path))
+    notes: list[str] = []
+    if settings.non_interactive_install:
+        for key in UNATTENDED_REQUIRED:
+            if getattr(settings, key) is None and not any(e.key == key for e in errors):
+                errors.append(ConfigError(
+                    key, f"{path}: {key} is missing and non_interactive_install is true",
+                    f"add {key}, see golemwz-example.toml"))
+        if settings.accepted_terms is False:
+            errors.append(ConfigError(
+                "accepted_terms", f"{path}: accepted_terms = false: the wizard stops at once",
+                "write accepted_terms = true once you accept the terms"))
+        notes += [f"{key} is missing: needed on the golem-provider image (unattended)"
+                  for key in UNATTENDED_GLM
+                  if getattr(settings, key) is None and not any(e.key == key for e in errors)]
+    return errors, notes
+
+
+def run_check(path: Path, out: TextIO) -> int:
+    """Print every error with its key and fix (exit 2), or "valid" (exit 0)."""
+    errors, notes = check_file(path)
+    for error in errors:
+        out.write(f"{error.key or '(file)'}: {error.line()}\n")
+    for note in notes:
+        out.write(f"note: {note}\n")
+    if errors:
+        out.write(f"{path}: {len(errors)} error{'s' if len(errors) > 1 else ''}\n")
+        return 2
+    out.write(f"{path}: valid\n")
+    return 0
