@@ -29,15 +29,21 @@ SUITE = load_profile(PROJECT_ROOT, "golem-provider").debian.suite
 
 # (component repo, tag, prerelease, .debs: (package, version, arch)) for components.toml
 GOLEM_RELEASES = [
-    ("golemfactory/yagna", "pre-rel-v0.14.0-rc1", True,
-     [("golem-provider", "0.14.0~rc1", "amd64"), ("golem-requestor", "0.14.0~rc1", "amd64")]),
-    ("golemfactory/yagna", "v0.13.2", False, [("golem-provider", "0.13.2", "amd64")]),
+    ("golemfactory/yagna", "v0.17.5", False, [("golem-provider", "0.17.5", "amd64")]),
+    ("golemfactory/yagna", "v0.17.6", False,
+     [("golem-provider", "0.17.6", "amd64"), ("golem-requestor", "0.17.6", "amd64")]),
+    # newer, but the release channel takes yagna's full releases only
+    ("golemfactory/yagna", "pre-rel-v0.17.7-rc1", True, [("golem-provider", "0.17.7~rc1",
+                                                         "amd64")]),
     ("golemfactory/ya-runtime-wasi", "pre-rel-v0.2.4", True,
      [("ya-runtime-wasi-cli", "0.2.4", "amd64")]),
-    ("golemfactory/ya-runtime-vm", "pre-rel-v0.4.0-ITL-2", True,
-     [("ya-runtime-vm", "0.4.0", "amd64")]),
-    ("golemfactory/ya-runtime-vm-nvidia", "pre-rel-v0.1.3-rc1", True,
-     [("ya-runtime-vm-nvidia", "0.1.3~rc1", "amd64")]),
+    ("golemfactory/ya-runtime-vm", "v0.4.2", False, [("ya-runtime-vm", "0.4.2", "amd64")]),
+    ("golemfactory/ya-runtime-vm", "v0.5.2", False, [("ya-runtime-vm", "0.5.2", "amd64")]),
+    ("golemfactory/ya-runtime-vm-nvidia", "v0.1.5", False,
+     [("ya-runtime-vm-nvidia", "0.1.5", "amd64")]),
+    # newer, but single --pci-device: `^v[0-9]` must not take it
+    ("golemfactory/ya-runtime-vm-nvidia", "pre-rel-v0.1.3-rc11", True,
+     [("ya-runtime-vm-nvidia", "0.1.3~rc11", "amd64")]),
     ("golemfactory/golem-nvidia-kernel", "v6.1.90", False,
      [("golem-nvidia-kernel", "6.1.90", "amd64")]),
     ("golemfactory/ya-installer-resources", "v0.1.5", False,
@@ -139,11 +145,11 @@ def test_cli_build_reports_and_picks_the_pattern_matches(published: Published,
                                         f"{signing_key.fingerprint}, verified with gpgv")
     packages = (published.root / "dists" / SUITE / "main/binary-amd64/Packages").read_text()
     versions = dict(re.findall(r"^Package: (\S+)\n(?:.+\n)*?Version: (\S+)$", packages, re.M))
-    assert versions == {"golem-provider": "0.14.0~rc1", "ya-runtime-wasi-cli": "0.2.4",
-                        "ya-runtime-vm": "0.4.0", "ya-runtime-vm-nvidia": "0.1.3~rc1",
+    assert versions == {"golem-provider": "0.17.6", "ya-runtime-wasi-cli": "0.2.4",
+                        "ya-runtime-vm": "0.4.2", "ya-runtime-vm-nvidia": "0.1.5",
                         "golem-nvidia-kernel": "6.1.90", "ya-installer-resources": "0.1.5",
                         "golemwz": "1.2.3"}
-    assert "pre-rel-v0.14.0-rc1" in published.stderr
+    assert "v0.17.6" in published.stderr
 
 
 def test_apt_accepts_and_installs(apt_for: Callable[..., tuple[Apt, Path]]) -> None:
@@ -153,7 +159,7 @@ def test_apt_accepts_and_installs(apt_for: Callable[..., tuple[Apt, Path]]) -> N
     assert not re.search(r"^(W|E):", update.stdout + update.stderr, re.M), update.stderr
     install = apt("apt-get", "install", "--yes", "golem-provider", "ya-installer-resources")
     assert install.returncode == 0, install.stdout + install.stderr
-    assert (apt.root / "usr/share/golem-provider/VERSION").read_text() == "0.14.0~rc1\n"
+    assert (apt.root / "usr/share/golem-provider/VERSION").read_text() == "0.17.6\n"
     status = subprocess.run(["dpkg", f"--root={apt.root}", "-s", "ya-installer-resources"],
                             capture_output=True, text=True, check=True).stdout
     assert "Status: install ok installed" in status and "Version: 0.1.5" in status
@@ -175,8 +181,8 @@ def test_apt_refuses_tampered_packages(apt_for: Callable[..., tuple[Apt, Path]])
         import lzma
 
         binary = dist / "main/binary-amd64"
-        text = (binary / "Packages").read_text().replace("Version: 0.14.0~rc1",
-                                                         "Version: 9.14.0~rc1")
+        text = (binary / "Packages").read_text().replace("Version: 0.17.6",
+                                                         "Version: 9.17.6")
         (binary / "Packages").write_text(text)
         (binary / "Packages.gz").write_bytes(gzip.compress(text.encode()))
         (binary / "Packages.xz").write_bytes(lzma.compress(text.encode()))
@@ -246,7 +252,7 @@ def test_apt_accepts_the_sources_stanza_the_image_carries(
     update = apt("apt-get", "update")
     assert update.returncode == 0, update.stdout + update.stderr
     assert not re.search(r"^(W|E):", update.stdout + update.stderr, re.M), update.stderr
-    assert "Candidate: 0.14.0~rc1" in apt("apt-cache", "policy", "golem-provider").stdout
+    assert "Candidate: 0.17.6" in apt("apt-cache", "policy", "golem-provider").stdout
 
 
 @pytest.mark.parametrize("signed", [True, False])

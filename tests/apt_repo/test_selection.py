@@ -39,7 +39,11 @@ def test_shipped_component_list() -> None:
                                "ya-installer-resources"}
     assert all(c.repo == f"golemfactory/{c.name}" for c in components.values())
     assert components["yagna"].assets == ("golem-provider_*.deb",)
-    assert components["ya-runtime-vm"].selection == Selection("^pre-rel-v0.4.0-ITL-.*", True)
+    assert components["ya-runtime-vm"].selection == Selection(r"^v0\.4\.", True)
+    assert components["ya-runtime-vm"].for_channel("testing") == Selection(r"^v0\.5\.", True)
+    # full releases only, and `^v*` written as meant (as a regex it matches anything)
+    assert components["yagna"].selection == Selection("^v[0-9]", False)
+    assert not components["yagna"].selection.matches("pre-rel-v0.17.6-nightly", False)
 
 
 def test_channel_override_and_defaults() -> None:
