@@ -143,8 +143,9 @@ def test_a_second_run_in_the_same_boot_remounts_the_kept_partition_rw_then_ro(
     monkeypatch.setattr(confstore.os, "access", lambda path, mode: False)  # EROFS
     machine.runner.responses[("passwd", "--status")] = (0, "golem P 2024-01-01 0 99999 7 -1\n")
     assert main([], machine.services(ScriptedUI())) == 0
-    assert machine.runner.matching("mount", "-o") == [("mount", "-o", "remount,rw", conf_dir),
-                                                      ("mount", "-o", "remount,ro", conf_dir)]
+    conf_mounts = [m for m in machine.runner.matching("mount", "-o") if m[-1] == conf_dir]
+    assert conf_mounts == [("mount", "-o", "remount,rw,noexec,nosuid,nodev", conf_dir),
+                           ("mount", "-o", "remount,ro", conf_dir)]
     assert machine.runner.matching("umount") == []
 
 

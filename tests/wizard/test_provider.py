@@ -74,8 +74,7 @@ def test_provider_argv_sequence_creates_the_preset(layout: SystemLayout) -> None
     layout.installer_resources_dir.mkdir(parents=True)
     runner = RecordingRunner(responses={
         as_golem("ya-provider", "preset", "list"): (0, '[{"name": "default"}]')})
-    settings = ProviderSettings(ACCOUNT, Decimal("0.36"), Decimal("0.5"), "rig-7",
-                                (("YA_NET_TYPE", "hybrid"),))
+    settings = ProviderSettings(ACCOUNT, Decimal("0.36"), Decimal("0.5"), "rig-7")
     setup_provider(settings, layout, runner)
     assert runner.argvs == [
         as_golem("golemsp", "setup", "--no-interactive"),
@@ -87,14 +86,14 @@ def test_provider_argv_sequence_creates_the_preset(layout: SystemLayout) -> None
                  "--preset-name", "vm-nvidia", *PRICING),
         as_golem("ya-provider", "preset", "activate", "vm-nvidia"),
     ]
-    assert all(call.env == {"HOME": str(layout.golem_home), "USER": "golem",
-                            "YA_NET_TYPE": "hybrid"} for call in runner.calls)
+    assert all(call.env == {"HOME": str(layout.golem_home), "USER": "golem"}
+               for call in runner.calls)
 
 
 def test_existing_preset_is_updated(layout: SystemLayout) -> None:
     runner = RecordingRunner(responses={
         as_golem("ya-provider", "preset", "list"): (0, '[{"name": "vm-nvidia"}]')})
-    setup_provider(ProviderSettings(ACCOUNT, Decimal("0.36"), Decimal("0.5"), None, ()),
+    setup_provider(ProviderSettings(ACCOUNT, Decimal("0.36"), Decimal("0.5"), None),
                    layout, runner)
     assert as_golem("golemsp", "settings", "set", "--account", ACCOUNT) in runner.argvs
     assert as_golem("ya-provider", "preset", "update", "--no-interactive",

@@ -162,7 +162,7 @@ def test_mount_storage_binds_its_directory_onto_local(layout: SystemLayout) -> N
     mount_storage(golem_storage(), layout, runner, quiet_reporter())
     mount_dir, local = str(layout.storage_mount_dir), str(layout.local_dir)
     assert [a for a in runner.argvs if a[0] != "mountpoint"] == [
-        ("mount", "/dev/sda5", mount_dir),
+        ("mount", "-o", "nosuid,nodev", "/dev/sda5", mount_dir),
         ("chown", "golem:golem", f"{mount_dir}/golem-gpu-live"),
         ("mount", "--bind", f"{mount_dir}/golem-gpu-live", local),
     ]

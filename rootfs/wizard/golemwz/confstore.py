@@ -28,8 +28,10 @@ from golemwz.storage import find_partlabel, read_block_devices
 
 # FAT has no owners or modes: these make every file golem's and private, which
 # is also what lets save_atomically's chmod 0600 succeed (vfat refuses a chmod
-# that its mount options cannot represent).
-CONF_MOUNT_OPTIONS = f"uid={GOLEM_USER},gid={GOLEM_USER},umask=0077"
+# that its mount options cannot represent). Anyone who held the stick may have
+# put programs there: nothing on it is ever executed, setuid or a device node.
+CONF_SAFETY_OPTIONS = "noexec,nosuid,nodev"
+CONF_MOUNT_OPTIONS = f"uid={GOLEM_USER},gid={GOLEM_USER},umask=0077,{CONF_SAFETY_OPTIONS}"
 
 
 @dataclass
@@ -56,7 +58,8 @@ class ConfStore:
             self.runner.run(["mount", "-o", CONF_MOUNT_OPTIONS, partition.path, str(mount_dir)])
             self.mounted_here = True
         elif not os.access(mount_dir, os.W_OK):  # EROFS: left read-only by a successful run
-            self.runner.run(["mount", "-o", "remount,rw", str(mount_dir)])
+            self.runner.run(["mount", "-o", f"remount,rw,{CONF_SAFETY_OPTIONS}",
+                             str(mount_dir)])
             self.made_writable = True
         self.on_partition = True
         if self.layout.conf_saved_config.exists():

@@ -2,7 +2,10 @@
 
 Skipped as a whole on images without GOLEM's packages (the gpu-node profile).
 Commands run as the `golem` user through runuser, with HOME set so that their
-data lands in ~golem/.local, i.e. on the persistent storage.
+data lands in ~golem/.local, i.e. on the persistent storage. The [env] table of
+the configuration (from a partition anyone may have written) reaches only the
+provider service, through its EnvironmentFile: never these commands, which
+start as root (a PATH or LD_PRELOAD there would run code from the stick as root).
 """
 
 from __future__ import annotations
@@ -13,6 +16,7 @@ from dataclasses import dataclass
 from decimal import Decimal
 from pathlib import Path
 
+from golemwz.config import write_atomically
 from golemwz.errors import WizardError
 from golemwz.layout import GOLEM_USER, SystemLayout
 from golemwz.pci import PciAddress
@@ -32,7 +36,6 @@ class ProviderSettings:
     glm_per_hour: Decimal
     init_price: Decimal
     node_name: str | None
-    env: tuple[tuple[str, str], ...]
 
 
 def configure_runtime_json(source: Path, gpus: Sequence[PciAddress]) -> list[dict[str, object]]:
@@ -71,10 +74,33 @@ def install_runtime_json(layout: SystemLayout, gpus: Sequence[PciAddress]) -> Pa
     return target
 
 
+# Inside double quotes systemd's EnvironmentFile parser (and a shell) unescapes
+# exactly these after a backslash; anything else keeps its backslash.
+_ENV_FILE_ESCAPED = ("\\", '"', "$", "`")
+
+
 def env_file_text(env: Sequence[tuple[str, str]]) -> str:
+    """NAME="value" lines; a quote or backslash in a value cannot end it early."""
     lines = ["# Written by golemwz from the [env] table of its configuration."]
-    lines += [f'{name}="{value}"' for name, value in env]
+    for name, value in env:
+        if any(ord(c) < 0x20 or ord(c) == 0x7F for c in name + value) or "=" in name:
+            # config._env rejects these already; a line break here would add a variable.
+            raise WizardError(f"[env] {name!r} holds a control character",
+                              "write each value on one line")
+        for special in _ENV_FILE_ESCAPED:
+            value = value.replace(special, "\\" + special)
+        lines.append(f'{name}="{value}"')
     return "\n".join(lines) + "\n"
+
+
+def write_env_file(path: Path, env: Sequence[tuple[str, str]]) -> bool:
+    """The provider's environment file, root-only (0600: it may hold YAGNA_APPKEY) and
+    written atomically; removed when [env] is empty. True if a file was written."""
+    if not env:
+        path.unlink(missing_ok=True)  # an earlier run's settings must not linger
+        return False
+    write_atomically(env_file_text(env).encode(), path)
+    return True
 
 
 def duration_price(glm_per_hour: Decimal) -> str:
@@ -97,7 +123,8 @@ def preset_names(preset_list_json: str) -> set[str]:
 
 def setup_provider(settings: ProviderSettings, layout: SystemLayout, runner: Runner) -> None:
     """golemsp setup, pre-install, manifest bundle, node name and the priced preset."""
-    env = {"HOME": str(layout.golem_home), "USER": GOLEM_USER, **dict(settings.env)}
+    # Only these two: see the module docstring for why [env] is not passed on.
+    env = {"HOME": str(layout.golem_home), "USER": GOLEM_USER}
 
     def as_golem(*argv: str) -> str:
         return runner.run(_as_golem(argv), env=env).stdout

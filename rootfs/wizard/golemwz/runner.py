@@ -22,6 +22,20 @@ BASE_ENV = {
     "LC_ALL": "C.UTF-8",
     "LANG": "C.UTF-8",
 }
+# What a caller may never set: these choose which program runs or what it loads,
+# and the wizard runs as root. BASE_ENV's PATH is the only PATH.
+UNSAFE_ENV_NAMES = frozenset({"PATH", "IFS", "ENV", "BASH_ENV", "SHELL", "SHELLOPTS",
+                              "CDPATH", "GCONV_PATH", "NLSPATH", "HOSTALIASES"})
+UNSAFE_ENV_PREFIXES = ("LD_", "PYTHON", "PERL", "RUBY", "GLIBC_", "MALLOC_")
+
+
+def check_env(env: Mapping[str, str]) -> None:
+    """WizardError for a variable that could make a root command run foreign code."""
+    unsafe = sorted(name for name in env
+                    if name in UNSAFE_ENV_NAMES or name.startswith(UNSAFE_ENV_PREFIXES))
+    if unsafe:
+        raise WizardError(f"refusing to run a command with {', '.join(unsafe)} set",
+                          "this is a bug in golemwz: please report it")
 
 
 @dataclass(frozen=True)
@@ -57,6 +71,7 @@ class SubprocessRunner:
         check: bool = True,
     ) -> CommandResult:
         args = tuple(argv)
+        check_env(env or {})
         full_env = dict(BASE_ENV)
         full_env.update(env or {})
         self.reporter.detail("$ " + " ".join(args))

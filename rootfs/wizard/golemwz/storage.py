@@ -30,6 +30,7 @@ LSBLK_COLUMNS = "NAME,PATH,TYPE,PKNAME,FSTYPE,LABEL,PARTLABEL,PARTUUID,MOUNTPOIN
 ALIGNMENT_BYTES = 1024 * 1024
 GPT_ENTRIES_BYTES = 128 * 128
 E2FSCK_UNCORRECTED = 4  # e2fsck exit status bit: errors left uncorrected
+STORAGE_MOUNT_OPTIONS = "nosuid,nodev"
 
 
 @dataclass(frozen=True)
@@ -238,7 +239,9 @@ def mount_storage(partition: BlockDevice, layout: SystemLayout, runner: Runner,
     mount_dir = layout.storage_mount_dir
     mount_dir.mkdir(parents=True, exist_ok=True)
     if not _is_mountpoint(runner, mount_dir):
-        runner.run(["mount", partition.path, str(mount_dir)])
+        # Data only: a setuid file or device node on a disk from elsewhere gains nothing.
+        # The bind mount below inherits these flags.
+        runner.run(["mount", "-o", STORAGE_MOUNT_OPTIONS, partition.path, str(mount_dir)])
     data_dir = mount_dir / STORAGE_SUBDIR
     data_dir.mkdir(exist_ok=True)
     runner.run(["chown", f"{GOLEM_USER}:{GOLEM_USER}", str(data_dir)])

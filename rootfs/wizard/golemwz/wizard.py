@@ -487,16 +487,13 @@ class Wizard:
                   + ", ".join(map(str, gpus)))
         self.step(f"supervisor and runtime paths point to {self.layout.yagna_plugins_dir}")
         env = self.settings.env or ()
-        if env:
-            self.layout.provider_env_file.parent.mkdir(parents=True, exist_ok=True)
-            self.layout.provider_env_file.write_text(provider.env_file_text(env))
+        if provider.write_env_file(self.layout.provider_env_file, env):
             self.step(f"provider environment written to {self.layout.provider_env_file}")
         settings = provider.ProviderSettings(
             glm_account=self.settings.glm_account or "",
             glm_per_hour=self.settings.glm_per_hour or Decimal(0),
             init_price=self.settings.init_price or Decimal(0),
             node_name=self.settings.glm_node_name,
-            env=env,
         )
         provider.setup_provider(settings, self.layout, self.services.runner)
         self.step(f"preset {provider.PRESET_NAME} configured and activated")
