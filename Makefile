@@ -22,7 +22,7 @@ HOST_PACKAGES := debootstrap squashfs-tools xorriso grub-pc-bin grub-efi-amd64-b
 	python3 python3-venv python3-dialog python3-tomli-w debian-archive-keyring \
 	ca-certificates openssh-client bmap-tools xz-utils
 
-.PHONY: all deps venv root image iso usb plan test lint unit clean sweep boot write
+.PHONY: all deps venv root image iso usb plan test lint unit clean sweep boot write reproduce
 all: image
 
 # Host packages first: the venv needs python3-venv.
@@ -54,6 +54,10 @@ iso: venv
 
 plan: venv
 	$(GOLEM_LIVE) plan $(BUILD_ARGS)
+
+# Build twice from scratch (under TMP_DIR/reproduce) and compare the images byte for byte.
+reproduce: venv
+	$(GOLEM_LIVE) reproduce $(BUILD_ARGS)
 
 boot: venv
 	$(GOLEM_LIVE) boot --version $(VERSION) --work-dir $(WORK_DIR)

@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import signal
 import sys
-import time
-from collections.abc import Callable
 from pathlib import Path
 from types import FrameType
 from typing import Any
@@ -32,8 +30,6 @@ from builder.config import (
 )
 from builder.errors import BuildError
 from builder.mounts import safe_rmtree, sweep
-from builder.pipeline import execute
-from builder.preflight import check_root, check_tools
 from builder.profile import reference_table
 from builder.publish import record_path
 from builder.runner import SubprocessRunner
@@ -44,22 +40,15 @@ from golem_live.options import (
     build_options,
     config_from,
     plan_from,
+    run_plan,
 )
 from golem_live.release import release
+from golem_live.reproduce import reproduce
 from golem_live.write import write
 
 
 def _raise_interrupt(signum: int, frame: FrameType | None) -> None:
     raise KeyboardInterrupt(f"signal {signum}")
-
-
-def _progress_printer() -> Callable[[str], None]:
-    started = time.monotonic()
-
-    def show(message: str) -> None:
-        click.echo(f"{time.monotonic() - started:7.1f}s {message}", err=True)
-
-    return show
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -74,20 +63,7 @@ def main() -> None:
 def build(until: str | None, force: tuple[str, ...], **kwargs: Any) -> None:
     """Run the stages that are not cached and publish the images into WORK_DIR."""
     config = config_from(kwargs)
-    plan = plan_from(kwargs, config, until, force)
-    to_run = [s for s in plan.steps if s.will_run]
-    if to_run:
-        check_root(True)
-        check_tools(t for s in to_run for t in s.stage.tools)
-        for step in to_run:
-            step.stage.preflight(config)
-    config.work_dir.mkdir(parents=True, exist_ok=True)
-    started = time.monotonic()
-    published = execute(plan, _progress_printer())
-    for path in published:
-        click.echo(f"{path} ({path.stat().st_size / 2**20:.0f} MiB)")
-    click.echo(f"build finished in {time.monotonic() - started:.1f}s: "
-               f"{len(to_run)} of {len(plan.steps)} stages ran", err=True)
+    run_plan(plan_from(kwargs, config, until, force))
 
 
 @main.command()
@@ -190,6 +166,7 @@ def list_profiles(reference: bool) -> None:
 main.add_command(repo)
 main.add_command(write)
 main.add_command(release)
+main.add_command(reproduce)
 
 
 def run() -> int:

@@ -1,7 +1,9 @@
-"""The options `build`, `plan` and `release` share, and the config and plan they give."""
+"""What the commands share: the build options, the config and plan they give, and
+running a plan with progress lines (build, plan, release, reproduce)."""
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -10,7 +12,8 @@ import click
 
 from apt_repo.github import GitHubSettings
 from builder.config import BuildConfig, make_config
-from builder.pipeline import Plan, make_plan
+from builder.pipeline import Plan, execute, make_plan
+from builder.preflight import check_root, check_tools
 from stages.catalog import stage_list
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
@@ -69,3 +72,31 @@ def plan_from(options: dict[str, Any], config: BuildConfig, until: str | None = 
     for note in plan.notes:
         click.echo(f"note: {note}", err=True)
     return plan
+
+
+def progress_printer() -> Callable[[str], None]:
+    started = time.monotonic()
+
+    def show(message: str) -> None:
+        click.echo(f"{time.monotonic() - started:7.1f}s {message}", err=True)
+
+    return show
+
+
+def run_plan(plan: Plan) -> list[Path]:
+    """Check what the stages to run need, run them, publish; print the images."""
+    config = plan.config
+    to_run = [s for s in plan.steps if s.will_run]
+    if to_run:
+        check_root(True)
+        check_tools(t for s in to_run for t in s.stage.tools)
+        for step in to_run:
+            step.stage.preflight(config)
+    config.work_dir.mkdir(parents=True, exist_ok=True)
+    started = time.monotonic()
+    published = execute(plan, progress_printer())
+    for path in published:
+        click.echo(f"{path} ({path.stat().st_size / 2**20:.0f} MiB)")
+    click.echo(f"build finished in {time.monotonic() - started:.1f}s: "
+               f"{len(to_run)} of {len(plan.steps)} stages ran", err=True)
+    return published
