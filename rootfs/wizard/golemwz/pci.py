@@ -15,6 +15,10 @@ NVIDIA_VENDOR = 0x10DE
 VGA_CLASS = 0x0300
 DISPLAY_3D_CLASS = 0x0302  # datacenter cards (A100, H100, L4...) have no VGA function
 BRIDGE_CLASS = 0x0604
+# Configuration space byte 0x0e, low 7 bits: 1 a PCI-to-PCI bridge, 2 a CardBus
+# bridge, the only headers with a secondary bus (PCI Local Bus spec, 6.1).
+HEADER_TYPE_OFFSET = 0x0E
+BRIDGE_HEADER_TYPES = (1, 2)
 GPU_CLASSES = (VGA_CLASS, DISPLAY_3D_CLASS)
 
 CLASS_NAMES = {
@@ -100,6 +104,24 @@ def _read_hex(path: Path, default: int = 0) -> int:
         return default
 
 
+def _header_type(device_dir: Path) -> int | None:
+    """The header type from sysfs `config` (its first 64 bytes are readable by anyone)."""
+    try:
+        with open(device_dir / "config", "rb") as config:
+            config.seek(HEADER_TYPE_OFFSET)
+            byte = config.read(1)
+    except OSError:
+        return None
+    return byte[0] & 0x7F if byte else None
+
+
+def _is_bridge(device_dir: Path) -> bool:
+    """Judged by what the device is (a secondary bus), never by its class code: a
+    device may claim class 0x0604 and still be an endpoint that can do DMA."""
+    return ((device_dir / "pci_bus").is_dir()
+            or _header_type(device_dir) in BRIDGE_HEADER_TYPES)
+
+
 def _link_name(path: Path) -> str | None:
     try:
         return os.path.basename(os.readlink(path))
@@ -129,8 +151,7 @@ def read_device(sysfs_root: Path, address: PciAddress) -> PciDevice:
         device_id=_read_hex(path / "device"),
         driver=_link_name(path / "driver"),
         iommu_group=int(group) if group is not None and group.isdigit() else None,
-        # A bridge (header type 1) is the only device with a secondary bus.
-        is_bridge=(path / "pci_bus").is_dir() or class_code >> 8 == BRIDGE_CLASS,
+        is_bridge=_is_bridge(path),
         boot_vga=boot_vga,
         consumers=tuple(consumers),
     )
@@ -237,7 +258,16 @@ def _assess(sysfs_root: Path, gpu: PciDevice, relax_bridges: bool,
         return False, IOMMU_OFF_HELP, (gpu.address,)
     if gpu.iommu_group is None:
         return False, "the kernel put this GPU in no IOMMU group", (gpu.address,)
-    members = [read_device(sysfs_root, a) for a in group_members(sysfs_root, gpu.iommu_group)]
+    listed = group_members(sysfs_root, gpu.iommu_group)
+    # Fail closed: a group whose member list is missing or empty, or that does not list
+    # the GPU itself, says nothing about what else shares it.
+    if not listed:
+        return False, (f"IOMMU group {gpu.iommu_group} lists no devices, so its isolation "
+                       "cannot be checked"), (gpu.address,)
+    if gpu.address not in listed:
+        return False, (f"IOMMU group {gpu.iommu_group} does not list this GPU among its "
+                       "devices, so its isolation cannot be checked"), (gpu.address,)
+    members = [read_device(sysfs_root, a) for a in listed]
     intruders = []
     for member in members:
         if member.address.same_card(gpu.address) or member.address in gpu.consumers:
