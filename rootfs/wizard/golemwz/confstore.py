@@ -20,11 +20,12 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
+from golemwz.bootdisk import boot_disk
 from golemwz.config import Settings, read_toml, save_atomically, write_atomically
 from golemwz.layout import CONF_PARTLABEL, GOLEM_USER, SystemLayout
 from golemwz.report import Reporter
 from golemwz.runner import Runner
-from golemwz.storage import find_partlabel, read_block_devices
+from golemwz.storage import own_partition, read_block_devices
 
 # FAT has no owners or modes: these make every file golem's and private, which
 # is also what lets save_atomically's chmod 0600 succeed (vfat refuses a chmod
@@ -42,10 +43,17 @@ class ConfStore:
     on_partition: bool = False  # the conf partition is mounted on layout.conf_mount_dir
     mounted_here: bool = False  # ...by us, so we unmount it at exit
     made_writable: bool = False  # it was mounted read-only (an earlier run): remounted rw
+    # The disk booted from ("sda"), None if unknown: whose conf and storage are ours.
+    boot_disk: str | None = None
 
     def open(self) -> None:
         """Mount the conf partition when there is one; link ~/.golemwz.toml to its file."""
-        partition = find_partlabel(read_block_devices(self.runner), CONF_PARTLABEL)
+        self.boot_disk = boot_disk(self.layout.mountinfo_file, self.layout.sysfs_root)
+        self.reporter.detail(f"booted from: /dev/{self.boot_disk}" if self.boot_disk
+                             else "the disk booted from is unknown")
+        # Never another stick's: it may be a copy of this image with the same labels.
+        partition = own_partition(read_block_devices(self.runner), CONF_PARTLABEL,
+                                  self.boot_disk, self.reporter)
         if partition is None:
             self.reporter.warn(
                 f"no '{CONF_PARTLABEL}' partition (booted from the ISO?): the configuration "

@@ -46,6 +46,9 @@ class SystemLayout:
     storage_mount_dir: Path = Path("/mnt/golem-storage")
     pci_ids_file: Path = Path("/usr/share/misc/pci.ids")
     shadow_file: Path = Path("/etc/shadow")
+    # With sysfs, tells the disk booted from (see bootdisk): two sticks of one image
+    # have the same labels and PARTUUIDs.
+    mountinfo_file: Path = Path("/proc/self/mountinfo")
     hostname_file: Path = Path("/etc/hostname")
     # Read by pam_motd at the tty1 login: names the error after a failure.
     motd_notice: Path = Path("/run/motd.d/golemwz")
@@ -72,6 +75,7 @@ class SystemLayout:
             storage_mount_dir=root / "mnt/golem-storage",
             pci_ids_file=root / "usr/share/misc/pci.ids",
             shadow_file=root / "etc/shadow",
+            mountinfo_file=root / "proc/self/mountinfo",
             hostname_file=root / "etc/hostname",
             motd_notice=root / "run/motd.d/golemwz",
             issue_notice=root / "etc/issue.d/golemwz.issue",

@@ -25,7 +25,7 @@ from golemwz.report import Reporter
 from golemwz.runner import Runner
 
 STORAGE_FILESYSTEMS = ("ext4", "ext3", "xfs", "btrfs")
-LSBLK_COLUMNS = "NAME,PATH,TYPE,PKNAME,FSTYPE,LABEL,PARTLABEL,PARTUUID,MOUNTPOINT,SIZE"
+LSBLK_COLUMNS = "NAME,PATH,TYPE,PKNAME,FSTYPE,LABEL,PARTLABEL,PARTUUID,MOUNTPOINT,SIZE,MODEL"
 # sfdisk aligns partition ends to 1 MiB: a gap smaller than that cannot be used.
 ALIGNMENT_BYTES = 1024 * 1024
 GPT_ENTRIES_BYTES = 128 * 128
@@ -45,6 +45,7 @@ class BlockDevice:
     partuuid: str | None
     mountpoint: str | None
     size: int
+    model: str | None = None  # lsblk gives it for disks only
 
     def title(self) -> str:
         names = [n for n in (self.partlabel, self.label) if n]
@@ -71,6 +72,7 @@ def parse_lsblk(output: str) -> list[BlockDevice]:
             partuuid=(entry.get("partuuid") or "").lower() or None,
             mountpoint=entry.get("mountpoint"),
             size=int(size),
+            model=(entry.get("model") or "").strip() or None,
         ))
     return devices
 
@@ -88,15 +90,99 @@ def find_partuuid(devices: list[BlockDevice], partuuid: str) -> BlockDevice | No
     return next((d for d in devices if d.partuuid == partuuid.lower()), None)
 
 
-def storage_candidates(devices: list[BlockDevice], own_mount: Path) -> list[BlockDevice]:
-    """Linux filesystems that may hold the provider's data, `Golem storage` first."""
+def find_path(devices: list[BlockDevice], path: str) -> BlockDevice | None:
+    """By device path: unlike a PARTUUID, unique when two identical sticks are plugged."""
+    return next((d for d in devices if d.path == path), None)
+
+
+def own_partition(devices: list[BlockDevice], partlabel: str, boot_disk: str | None,
+                  reporter: Reporter) -> BlockDevice | None:
+    """The partition labelled `partlabel` on the disk booted from (see bootdisk).
+
+    Another stick of the same image has the same label: its partition is never
+    taken for ours. When the boot disk is unknown, a single match is used; several
+    are ambiguous and none is used."""
+    matches = [d for d in devices if d.type == "part" and d.partlabel == partlabel]
+    if boot_disk is not None:
+        own = [d for d in matches if d.parent == boot_disk]
+        for other in (d for d in matches if d.parent != boot_disk):
+            reporter.detail(f"'{partlabel}' on {other.path} is not on the disk booted from "
+                            f"(/dev/{boot_disk}): not used")
+        return own[0] if own else None
+    if len(matches) > 1:
+        reporter.warn(f"{len(matches)} '{partlabel}' partitions ("
+                      + ", ".join(d.path for d in matches) + ") and the disk booted from is "
+                      "unknown: none is used; unplug every stick but the one booted from")
+        return None
+    return matches[0] if matches else None
+
+
+def storage_candidates(devices: list[BlockDevice], own_mount: Path,
+                       boot_disk: str | None = None,
+                       reporter: Reporter | None = None) -> list[BlockDevice]:
+    """Linux filesystems that may hold the provider's data, the boot disk's `Golem
+    storage` first, then the boot disk's other partitions, then other disks'.
+
+    The configuration names a partition by PARTUUID, so of partitions sharing one
+    (identical sticks) only the boot disk's is offered; when none of them is on the
+    boot disk, none is offered, since a saved choice could not tell them apart."""
     candidates = [
         d for d in devices
         if d.type == "part" and d.fstype in STORAGE_FILESYSTEMS and d.partuuid
         and d.partlabel != ROOT_PARTLABEL
         and d.mountpoint in (None, str(own_mount))  # never offer /, /boot...
     ]
-    return sorted(candidates, key=lambda d: (not d.is_golem_storage(), d.path))
+    distinct = []
+    for candidate in candidates:
+        twins = [d for d in candidates if d.partuuid == candidate.partuuid]
+        if len(twins) == 1 or candidate.parent == boot_disk:
+            distinct.append(candidate)
+        elif boot_disk not in {t.parent for t in twins} and reporter is not None:
+            reporter.warn(f"{candidate.path} has the same PARTUUID as "
+                          + ", ".join(t.path for t in twins if t is not candidate)
+                          + " (copies of one image): not offered; unplug the other stick")
+    return sorted(distinct, key=lambda d: (d.parent != boot_disk, not d.is_golem_storage(),
+                                           d.path))
+
+
+def disk_title(devices: list[BlockDevice], partition: BlockDevice,
+               boot_disk: str | None) -> str:
+    """e.g. "SanDisk Ultra, 28.7 GiB, booted from": what tells two sticks apart."""
+    disk = next((d for d in devices if d.name == partition.parent), None)
+    if disk is None:
+        parts = [f"disk /dev/{partition.parent}"]
+    else:
+        parts = [disk.model or f"disk /dev/{disk.name}", f"{disk.size / 2**30:.1f} GiB"]
+    if partition.parent == boot_disk:
+        parts.append("booted from")
+    return ", ".join(parts)
+
+
+def storage_choices(candidates: list[BlockDevice], devices: list[BlockDevice],
+                    boot_disk: str | None) -> list[tuple[str, str]]:
+    """(PARTUUID, title) menu entries; where labels repeat, each names its disk's model
+    and size, so "Golem storage" on two sticks are two distinct lines."""
+    def label(d: BlockDevice) -> tuple[str | None, str | None]:
+        return d.partlabel, d.label
+
+    labels = [label(c) for c in candidates]
+    choices = []
+    for candidate in candidates:
+        title = candidate.title()
+        if labels.count(label(candidate)) > 1:
+            title += f" on {disk_title(devices, candidate, boot_disk)}"
+        choices.append((candidate.partuuid or "", title))
+    return choices
+
+
+def may_grow(partition: BlockDevice, boot_disk: str | None, reporter: Reporter) -> bool:
+    """Only the booted stick's own `Golem storage` is grown: another stick of the same
+    image (same PARTUUID) is somebody else's, chosen or not."""
+    if boot_disk is None or partition.parent == boot_disk:
+        return True
+    reporter.warn(f"{partition.path} is not on the disk booted from (/dev/{boot_disk}): "
+                  "used as it is, not grown")
+    return False
 
 
 @dataclass(frozen=True)

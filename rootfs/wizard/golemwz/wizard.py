@@ -300,8 +300,10 @@ class Wizard:
 
     def configure_storage(self) -> None:
         runner, ui = self.services.runner, self.services.ui
-        candidates = storage.storage_candidates(storage.read_block_devices(runner),
-                                                self.layout.storage_mount_dir)
+        boot_disk = self.store.boot_disk  # another stick of this image looks the same
+        devices = storage.read_block_devices(runner)
+        candidates = storage.storage_candidates(devices, self.layout.storage_mount_dir,
+                                                boot_disk, self.services.reporter)
         if not candidates:
             raise WizardError("no partition with a Linux filesystem (ext4, xfs, btrfs) found",
                               "write the image again, or add a disk with such a partition")
@@ -315,18 +317,19 @@ class Wizard:
                 raise error
             ui.message("Storage", error.line())
             self.settings = self.settings.with_value("storage_partition", None)
-        choices = [(c.partuuid or "", c.title()) for c in candidates]
+        choices = storage.storage_choices(candidates, devices, boot_disk)
         partuuid = self.obtain(
             "storage_partition",
             lambda: ui.choose_one("Persistent storage",
                                   "Where should the provider keep its data?", choices),
             f'storage_partition = "{candidates[0].partuuid}"')
         chosen = by_uuid[partuuid]
-        if chosen.is_golem_storage():
+        if chosen.is_golem_storage() and storage.may_grow(chosen, boot_disk,
+                                                          self.services.reporter):
             storage.grow_golem_storage(chosen, self.layout, runner, self.services.reporter)
             # Sizes as they are now: the list above was read before the partition grew.
-            chosen = storage.find_partuuid(storage.read_block_devices(runner),
-                                           partuuid) or chosen
+            chosen = storage.find_path(storage.read_block_devices(runner),
+                                       chosen.path) or chosen
         storage.mount_storage(chosen, self.layout, runner, self.services.reporter)
         self.configured.append(f"storage {chosen.title()} as ~{GOLEM_USER}/.local")
 
