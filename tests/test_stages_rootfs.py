@@ -125,7 +125,7 @@ def test_templates_render_profile_values(config: BuildConfig, fake_project: Path
     base = fake_project / "rootfs/overlay/common"
     unit = render(base / "etc/systemd/system/golemwz.service.j2", ctx)
     assert "ConditionKernelCommandLine=!skip_autostart" in unit
-    assert "TTYPath=/dev/tty6" in unit and "OnFailure=golem-autologin.service" in unit
+    assert "TTYPath=/dev/tty1" in unit and "OnFailure=golem-autologin.service" in unit
     provider = render(base / "etc/systemd/system/golem-provider.service.j2", ctx)
     assert "ConditionKernelCommandLine=!skip_autostart" in provider and "User=golem" in provider
     autologin = render(base / "etc/systemd/system/golem-autologin.service.j2", ctx)

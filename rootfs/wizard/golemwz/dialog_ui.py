@@ -1,4 +1,4 @@
-"""The real TUI on tty6, through the `dialog` program (python3-dialog)."""
+"""The real TUI on tty1 at boot, through the `dialog` program (python3-dialog)."""
 
 from __future__ import annotations
 
@@ -18,7 +18,8 @@ class DialogUI:
         self.gauge_open = False
 
     def info(self, title: str, text: str) -> None:
-        self.dialog.infobox(text, title=title)
+        # --no-collapse: the final screen indents the password and aligns its lines.
+        self.dialog.infobox(text, title=title, no_collapse=True)
 
     def message(self, title: str, text: str) -> None:
         self.dialog.msgbox(text, title=title)
