@@ -308,3 +308,161 @@ def test_boot_refuses_a_missing_image(tmp_path: Path) -> None:
 def test_secure_boot_needs_uefi(fake_qemu: Path, tmp_path: Path) -> None:
     with pytest.raises(BuildError, match="Secure Boot needs UEFI"):
         boot(boot_options(fake_qemu, tmp_path, firmware="bios", secure_boot=True))
+
+
+# --- QMP: keys, screendump, power button (boot_test.qmp) against a fake QEMU --------
+
+
+class FakeQmpServer:
+    """Greets, answers each command (an event first, to be skipped), records requests."""
+
+    def __init__(self, path: Path, errors: dict[str, str] | None = None) -> None:
+        import socket
+        import threading
+
+        self.path = path
+        self.errors = errors or {}
+        self.requests: list[dict[str, object]] = []
+        self.server = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        self.server.bind(str(path))
+        self.server.listen(1)
+        self.thread = threading.Thread(target=self.serve, daemon=True)
+        self.thread.start()
+
+    def serve(self) -> None:
+        import json
+
+        connection, _ = self.server.accept()
+        with connection, connection.makefile("rb") as reader:
+            connection.sendall(b'{"QMP": {"version": {}, "capabilities": []}}\n')
+            for line in reader:
+                request = json.loads(line)
+                self.requests.append(request)
+                connection.sendall(b'{"event": "RTC_CHANGE", "data": {}}\n')
+                command = request["execute"]
+                if command in self.errors:
+                    reply = {"error": {"class": "GenericError", "desc": self.errors[command]}}
+                else:
+                    reply = {"return": {}}
+                connection.sendall(json.dumps(reply).encode() + b"\n")
+
+    def close(self) -> None:
+        self.server.close()
+
+
+def test_qmp_negotiates_then_sends_key_chords_and_skips_events(tmp_path: Path) -> None:
+    from boot_test.qmp import Qmp
+
+    server = FakeQmpServer(tmp_path / "qmp.sock")
+    with Qmp(tmp_path / "qmp.sock", timeout=5) as qmp:
+        qmp.send_key("ctrl", "alt", "f2")
+        qmp.screendump(tmp_path / "screen.ppm")
+        qmp.powerdown()
+        assert [e["event"] for e in qmp.events] == ["RTC_CHANGE"] * 4
+    server.close()
+    assert [r["execute"] for r in server.requests] == [
+        "qmp_capabilities", "send-key", "screendump", "system_powerdown"]
+    assert server.requests[1]["arguments"] == {
+        "keys": [{"type": "qcode", "data": "ctrl"}, {"type": "qcode", "data": "alt"},
+                 {"type": "qcode", "data": "f2"}], "hold-time": 100}
+    assert server.requests[2]["arguments"] == {"filename": str(tmp_path / "screen.ppm")}
+
+
+def test_qmp_errors_name_the_command(tmp_path: Path) -> None:
+    from boot_test.qmp import Qmp, QmpError
+
+    server = FakeQmpServer(tmp_path / "qmp.sock", errors={"send-key": "Invalid key 'nope'"})
+    with Qmp(tmp_path / "qmp.sock", timeout=5) as qmp, \
+            pytest.raises(QmpError, match="send-key: Invalid key 'nope'"):
+        qmp.send_key("nope")
+    server.close()
+
+
+def test_qmp_waits_for_the_socket_qemu_has_not_made_yet(tmp_path: Path) -> None:
+    import threading
+
+    from boot_test.qmp import Qmp
+
+    servers: list[FakeQmpServer] = []
+    later = threading.Timer(0.5, lambda: servers.append(FakeQmpServer(tmp_path / "qmp.sock")))
+    later.start()
+    with Qmp(tmp_path / "qmp.sock", timeout=5):
+        pass
+    later.join()
+    servers[0].close()
+
+
+def test_text_becomes_key_chords_with_shift_for_capitals_and_symbols() -> None:
+    from boot_test.qmp import keys_for_text
+
+    assert keys_for_text("0xAb-1\n") == [["0"], ["x"], ["shift", "a"], ["b"], ["minus"], ["1"],
+                                         ["ret"]]
+    assert keys_for_text('"_:') == [["shift", "apostrophe"], ["shift", "minus"],
+                                    ["shift", "semicolon"]]
+    with pytest.raises(ValueError, match="no key types 'é'"):
+        keys_for_text("é")
+
+
+# --- reading the screen (boot_test.screen) -------------------------------------------
+
+
+BLUE, GREY, WHITE, BLACK = b"\x00\x00\xaa", b"\xaa\xaa\xaa", b"\xff\xff\xff", b"\x00\x00\x00"
+
+
+def two_cell_screen(tmp_path: Path) -> Path:
+    """16x16 pixels, two 8x16 cells: white ink on blue, then black ink on grey."""
+    rows = []
+    for y in range(16):
+        left = [WHITE if x == 3 and y > 4 else BLUE for x in range(8)]
+        right = [BLACK if x == 5 and y < 10 else GREY for x in range(8)]
+        rows.append(b"".join(left + right))
+    path = tmp_path / "screen.ppm"
+    path.write_bytes(b"P6\n# written by QEMU\n16 16\n255\n" + b"".join(rows))
+    return path
+
+
+def test_screendump_cells_become_black_ink_on_white_whatever_their_colours(
+        tmp_path: Path) -> None:
+    from boot_test.screen import binarize, read_ppm
+
+    image = read_ppm(two_cell_screen(tmp_path))
+    assert (image.width, image.height, len(image.pixels)) == (16, 16, 16 * 16 * 3)
+    grey = binarize(image)
+    ink = {(i % 16, i // 16) for i, value in enumerate(grey.pixels) if value == 0}
+    assert ink == {(3, y) for y in range(5, 16)} | {(13, y) for y in range(10)}
+    assert set(grey.pixels) == {0, 255}
+
+
+def test_enlarged_pages_keep_square_pixels(tmp_path: Path) -> None:
+    from boot_test.screen import Image, enlarge, write_pgm
+
+    big = enlarge(Image(2, 1, bytes([0, 255])), factor=3)
+    assert (big.width, big.height) == (6, 3)
+    assert big.pixels == bytes([0, 0, 0, 255, 255, 255]) * 3
+    assert write_pgm(big, tmp_path / "p.pgm").read_bytes().startswith(b"P5\n6 3\n255\n")
+
+
+def test_only_binary_8_bit_ppm_is_read(tmp_path: Path) -> None:
+    from boot_test.screen import read_ppm
+
+    (tmp_path / "a.ppm").write_bytes(b"P3\n1 1\n255\n0 0 0\n")
+    with pytest.raises(ValueError, match="not a binary PPM"):
+        read_ppm(tmp_path / "a.ppm")
+    (tmp_path / "b.ppm").write_bytes(b"P6\n2 2\n255\n\x00\x00")
+    with pytest.raises(ValueError, match="truncated"):
+        read_ppm(tmp_path / "b.ppm")
+
+
+@pytest.mark.parametrize("text,phrase,expected", [
+    ("Do you accept these terms of use?", "accept these terms of use", True),
+    ("Do yau accept tbese terms of use?", "accept these terms of use", True),  # OCR slips
+    ("golem-gpu-live login: golem (automatic login)", "login: golem (automatic login)", True),
+    ("Persistent storage\n/dev/sda5 Golem storage", "Golem storage", True),
+    ("terms of use accept these", "accept these terms of use", False),  # order matters
+    ("Network", "no compatible GPU", False),
+])
+def test_ocr_text_is_matched_word_by_word_with_tolerance(text: str, phrase: str,
+                                                         expected: bool) -> None:
+    from boot_test.screen import contains
+
+    assert contains(text, phrase) is expected
