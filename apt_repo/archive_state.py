@@ -13,6 +13,7 @@ previous build installed have a newer version in the changed indexes.
 
 from __future__ import annotations
 
+import email.utils
 import lzma
 import re
 from collections.abc import Callable, Iterable
@@ -27,6 +28,9 @@ from builder.errors import BuildError
 Fetch = Callable[[str], bytes]
 TIMEOUT = 15.0
 PREFIX = "debian:"  # resolved-input names: debian:SUITE/COMPONENT/binary-ARCH
+# The newest suite's Release date: what the installed system's own timestamps say
+# (SOURCE_DATE_EPOCH inside the chroot), so they change only with the archive.
+ARCHIVE_DATE = "debian-date"
 
 
 def http_fetch(url: str) -> bytes:
@@ -86,8 +90,11 @@ def archive_state(sources: Iterable[Source], components: Iterable[str], arch: st
     with ThreadPoolExecutor(max_workers=len(sources) or 1) as pool:
         releases = list(pool.map(lambda s: get(s.url("InRelease")), sources))
     state: dict[str, str] = {}
+    newest = 0
     for source, data in zip(sources, releases, strict=True):
-        hashes = release_hashes(data.decode("utf-8", errors="replace"))
+        text = data.decode("utf-8", errors="replace")
+        newest = max(newest, release_date(text))
+        hashes = release_hashes(text)
         if not hashes:
             raise BuildError(f"{source.url('InRelease')} lists no index hashes",
                              "check the profile's debian.mirror")
@@ -95,7 +102,19 @@ def archive_state(sources: Iterable[Source], components: Iterable[str], arch: st
             entry = hashes.get(index_path(component, arch))
             if entry:
                 state[f"{PREFIX}{source.suite}/{component}/binary-{arch}"] = entry[0]
+    state[ARCHIVE_DATE] = str(newest)
     return state
+
+
+def release_date(text: str) -> int:
+    """The Date: field of a Release file, as seconds since the epoch (0 when absent)."""
+    match = re.search(r"^Date: (.+)$", text, re.MULTILINE)
+    if not match:
+        return 0
+    try:
+        return int(email.utils.parsedate_to_datetime(match.group(1).strip()).timestamp())
+    except (TypeError, ValueError):
+        return 0
 
 
 def index_versions(packages_text: str) -> dict[str, str]:

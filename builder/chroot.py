@@ -60,9 +60,11 @@ def stop_processes_inside(root: Path, grace: float = 10.0) -> None:
 class Chroot:
     """A rootfs with /proc, /sys, /dev, /dev/pts and /run mounted for the duration."""
 
-    def __init__(self, root: Path, runner: Runner, stack: ExitStack) -> None:
+    def __init__(self, root: Path, runner: Runner, stack: ExitStack,
+                 env: Mapping[str, str] | None = None) -> None:
         self.root = root
         self.runner = runner
+        self.env = {**CHROOT_ENV, **(env or {})}  # every command's environment inside
         # Whatever happens inside (a killed debootstrap, a postinst that mounts),
         # nothing stays mounted below the root once the stack unwinds.
         stack.callback(self._unmount_everything)
@@ -83,7 +85,7 @@ class Chroot:
     def run(self, argv: Sequence[str], *, input: bytes | None = None,
             env: Mapping[str, str] | None = None, capture: bool = False,
             check: bool = True) -> CommandResult:
-        full_env = dict(CHROOT_ENV)
+        full_env = dict(self.env)
         if env:
             full_env.update(env)
         return self.runner.run(["chroot", str(self.root), *argv], input=input, env=full_env,

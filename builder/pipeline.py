@@ -180,7 +180,8 @@ def execute(plan: Plan, progress: Progress,
                     config=config, output=temp,
                     inputs={d: outputs[d] for d in step.stage.depends if d in outputs},
                     runner=runner_factory(log_path, stage_progress),
-                    stack=stack, log_path=log_path, progress=stage_progress)
+                    stack=stack, log_path=log_path, progress=stage_progress,
+                    resolved=step.manifest.resolved)
                 step.stage.run(ctx)
             outputs[name] = step.cache.commit(temp, step.manifest)
         except BuildError as err:

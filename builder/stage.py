@@ -10,7 +10,7 @@ from __future__ import annotations
 import importlib
 from collections.abc import Callable, Mapping
 from contextlib import ExitStack
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import ClassVar
 
@@ -27,6 +27,8 @@ class StageContext:
     stack: ExitStack  # register every mount, loop device and temp dir here
     log_path: Path
     progress: Callable[[str], None]
+    # The stage's resolved inputs as planned (Stage.resolved_inputs).
+    resolved: Mapping[str, str] = field(default_factory=dict)
 
 
 class Stage:

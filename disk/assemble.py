@@ -49,9 +49,18 @@ def fat_directories(destinations: list[str]) -> list[str]:
     return dirs
 
 
+def clamp_times(root: Path, epoch: int) -> None:
+    """Give `root` and everything below it the time `epoch` (atime and mtime, links not
+    followed): filesystem builders copy these times into the image."""
+    paths = [root, *root.rglob("*")] if root.is_dir() else [root]
+    for path in paths:
+        os.utime(path, (epoch, epoch), follow_symlinks=False)
+
+
 def make_fat_image(runner: Runner, image: Path, spec: PartitionSpec, volume_id: str,
-                   size_bytes: int, files: Mapping[str, Path]) -> None:
-    """Create a FAT filesystem image holding `files` (destination path -> source)."""
+                   size_bytes: int, files: Mapping[str, Path], epoch: int) -> None:
+    """Create a FAT filesystem image holding `files` (destination path -> source), every
+    entry dated `epoch` (mtools takes SOURCE_DATE_EPOCH when not told to keep times)."""
     if image.exists():
         image.unlink()  # mkfs.vfat -C refuses to overwrite
     # --invariant pins the time-based fields so the image is reproducible; it
@@ -63,10 +72,11 @@ def make_fat_image(runner: Runner, image: Path, spec: PartitionSpec, volume_id: 
         argv += ["-n", spec.fs_label]
     argv += [image, str(size_bytes // 1024)]
     runner.run(argv)
+    env = {**MTOOLS_ENV, "SOURCE_DATE_EPOCH": str(epoch)}
     for directory in fat_directories(list(files)):
-        runner.run(["mmd", "-i", image, f"::{directory}"], env=MTOOLS_ENV)
+        runner.run(["mmd", "-i", image, f"::{directory}"], env=env)
     for dest, source in files.items():
-        runner.run(["mcopy", "-i", image, "-m", source, f"::{dest}"], env=MTOOLS_ENV)
+        runner.run(["mcopy", "-i", image, source, f"::{dest}"], env=env)
 
 
 def fat_image_bytes(files: Mapping[str, Path], slack_mib: int = 2) -> int:
@@ -76,8 +86,10 @@ def fat_image_bytes(files: Mapping[str, Path], slack_mib: int = 2) -> int:
 
 
 def make_ext4_image(runner: Runner, image: Path, spec: PartitionSpec, ids: PartitionIds,
-                    size_bytes: int, content: Path | None = None) -> None:
-    """Create an ext4 image of size_bytes, populated from `content` if given."""
+                    size_bytes: int, content: Path | None, epoch: int) -> None:
+    """Create an ext4 image of size_bytes, populated from `content` if given; the
+    superblock (E2FSPROGS_FAKE_TIME) and every inode (from the content's clamped times)
+    are dated `epoch`."""
     with open(image, "wb") as handle:
         handle.truncate(size_bytes)
     argv: list[str | os.PathLike[str]] = [
@@ -92,9 +104,10 @@ def make_ext4_image(runner: Runner, image: Path, spec: PartitionSpec, ids: Parti
     if spec.fs_label:
         argv += ["-L", spec.fs_label]
     if content is not None:
+        clamp_times(content, epoch)  # reading by mke2fs moves atimes: clamp right before
         argv += ["-d", content]
     argv += [image, f"{size_bytes // 1024}k"]
-    runner.run(argv)
+    runner.run(argv, env={"E2FSPROGS_FAKE_TIME": str(epoch)})
 
 
 def ext4_content_bytes(tree: Path) -> int:

@@ -39,7 +39,7 @@ from pathlib import Path
 from builder.config import BuildConfig
 from builder.errors import BuildError
 from builder.stage import Stage, StageContext
-from disk.assemble import fat_image_bytes, make_fat_image
+from disk.assemble import clamp_times, fat_image_bytes, make_fat_image
 from disk.layout import (
     LAYOUT_FILE,
     PartitionSpec,
@@ -141,9 +141,10 @@ def bios_input_files() -> list[Path]:
 class BootloaderStage(Stage):
     name = "bootloader"
     code = ("disk.assemble", "disk.layout", "stages.shared")
-    version = 1
+    version = 2
     depends = ()
-    config_keys = ("profile.name", "profile.kernel_cmdline", "version", "image_name", "seed")
+    config_keys = ("profile.name", "profile.kernel_cmdline", "version", "image_name", "seed",
+                   "source_date_epoch")
     description = "GRUB menu, signed shim + GRUB for UEFI, GRUB cores for BIOS"
 
     def input_files(self, config: BuildConfig) -> list[Path]:
@@ -176,7 +177,7 @@ class BootloaderStage(Stage):
         esp_files = {f"/{dest}": out / "esp" / dest for dest in ESP_FILES}
         make_fat_image(ctx.runner, out / "efi.img", EFI_IMAGE_SPEC,
                        fat_volume_id(config.seed, "fs/efi.img"), fat_image_bytes(esp_files),
-                       esp_files)
+                       esp_files, config.source_date_epoch)
 
         ctx.progress("making GRUB BIOS cores")
         bios = out / "bios"
@@ -188,6 +189,8 @@ class BootloaderStage(Stage):
         ctx.runner.run(["grub-mkimage", "--format=i386-pc-eltorito", "--directory",
                         GRUB_PC_DIR, "--prefix", GRUB_PREFIX,
                         "--output", bios / "eltorito.img", *BIOS_MODULES])
+        # The ISO and the USB image copy these files' times.
+        clamp_times(out, config.source_date_epoch)
 
 
 def _write(path: Path, text: str) -> None:

@@ -63,9 +63,9 @@ def xorriso_argv(config: BuildConfig, squashfs_out: Path, boot_out: Path,
 
 class IsoStage(Stage):
     name = "iso"
-    version = 1
+    version = 2
     depends = ("squashfs", "bootloader")
-    config_keys = ("image_name", "version", "seed")
+    config_keys = ("image_name", "version", "seed", "source_date_epoch")
     final = True
     code = ("stages.shared",)
     description = "hybrid ISO (BIOS and UEFI, CD and USB)"
@@ -78,4 +78,6 @@ class IsoStage(Stage):
         require_live_files(squashfs_out)
         iso = ctx.output / ctx.config.image_file("iso")
         ctx.progress("writing the ISO with xorriso")
-        ctx.runner.run(xorriso_argv(ctx.config, squashfs_out, boot_out, iso))
+        # xorriso dates the volume and every file from SOURCE_DATE_EPOCH when it is set.
+        ctx.runner.run(xorriso_argv(ctx.config, squashfs_out, boot_out, iso),
+                       env={"SOURCE_DATE_EPOCH": str(ctx.config.source_date_epoch)})

@@ -11,6 +11,7 @@ from contextlib import ExitStack
 from pathlib import Path
 
 from apt_repo.archive_state import (
+    ARCHIVE_DATE,
     Source,
     archive_state,
     newer_packages,
@@ -81,6 +82,8 @@ def remove_build_secrets(root: Path) -> None:
     (root / "etc/machine-id").write_text("")
     (root / "var/lib/dbus/machine-id").unlink(missing_ok=True)
     for pattern in ("var/lib/apt/lists/*_*", "var/cache/apt/*.bin",
+                    # caches holding inode numbers and times, and shadow's backups
+                    "var/cache/ldconfig/aux-cache", "etc/*-",
                     "var/cache/apt/archives/*.deb", "var/log/*.log",
                     "var/log/apt/*", "var/cache/debconf/*-old", "var/lib/dpkg/*-old"):
         for path in root.glob(pattern):
@@ -154,8 +157,11 @@ class PackagesStage(Stage):
         resolv.unlink(missing_ok=True)
         shutil.copyfile("/etc/resolv.conf", resolv)
 
+        # Timestamps written inside (initramfs, /etc/shadow's last change) follow the
+        # archive's date, so an unchanged archive gives the same files.
+        epoch = ctx.resolved.get(ARCHIVE_DATE) or str(ctx.config.source_date_epoch)
         with ExitStack() as mounts:
-            chroot = Chroot(root, ctx.runner, mounts)
+            chroot = Chroot(root, ctx.runner, mounts, env={"SOURCE_DATE_EPOCH": epoch})
             ctx.progress("apt-get update")
             chroot.run(["apt-get", "update"])
             if profile.preseed:

@@ -8,6 +8,7 @@ from pathlib import Path
 
 from builder.errors import BuildError
 from builder.stage import Stage, StageContext
+from disk.assemble import clamp_times
 
 # Not needed inside the compressed root: the kernel and initrd sit beside it.
 EXCLUDES = ("boot/vmlinuz*", "boot/initrd.img*", "vmlinuz*", "initrd.img*")
@@ -32,10 +33,12 @@ def kernel_and_initrd(root: Path) -> tuple[Path, Path]:
 
 class SquashfsStage(Stage):
     name = "squashfs"
-    version = 1
+    version = 2
     tools = ("mksquashfs",)
     description = "compress the rootfs (zstd) and extract kernel and initrd"
     depends = ("overlay",)
+    config_keys = ("source_date_epoch",)
+    code = ("disk.assemble",)
 
     def run(self, ctx: StageContext) -> None:
         root = ctx.inputs["overlay"] / "rootfs"
@@ -49,8 +52,12 @@ class SquashfsStage(Stage):
             "mksquashfs", str(root), str(live / "filesystem.squashfs"),
             "-comp", "zstd", "-noappend", "-no-progress", "-quiet",
             "-processors", str(os.cpu_count() or 1),
+            # Every inode and the superblock dated SOURCE_DATE_EPOCH: reproducible.
+            "-mkfs-time", str(ctx.config.source_date_epoch),
+            "-all-time", str(ctx.config.source_date_epoch),
             "-wildcards", *[arg for pattern in EXCLUDES for arg in ("-e", pattern)],
         ])
         size = (live / "filesystem.squashfs").stat().st_size
         ctx.progress(f"filesystem.squashfs is {size / 2**20:.0f} MiB")
         (live / "filesystem.size").write_text(f"{size}\n")
+        clamp_times(live, ctx.config.source_date_epoch)  # the ISO and USB image copy them

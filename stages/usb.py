@@ -51,9 +51,9 @@ def stage_live_medium(squashfs_out: Path, bootloader_out: Path, tree: Path) -> N
 class UsbImageStage(Stage):
     name = "usb"
     code = ("disk.assemble", "disk.layout", "stages.shared")
-    version = 1
+    version = 2
     depends = ("squashfs", "bootloader")
-    config_keys = ("image_name", "seed")
+    config_keys = ("image_name", "seed", "source_date_epoch")
     final = True
     description = "GPT USB disk image"
 
@@ -87,13 +87,13 @@ class UsbImageStage(Stage):
             part = plan.part(key)
             ctx.progress(f"making {part.spec.name}")
             make_fat_image(ctx.runner, images[key], part.spec, part.ids.fs_uuid,
-                           part.size_bytes, files)
+                           part.size_bytes, files, config.source_date_epoch)
 
         def ext4(key: str, content: Path | None) -> None:
             part = plan.part(key)
             ctx.progress(f"making {part.spec.name} ({part.size_bytes // MIB} MiB)")
             make_ext4_image(ctx.runner, images[key], part.spec, part.ids, part.size_bytes,
-                            content)
+                            content, config.source_date_epoch)
 
         esp_files = {f"/EFI/BOOT/{n}": boot_out / "esp/EFI/BOOT" / n for n in ESP_EFI_FILES}
         esp_files["/boot/grub/grub.cfg"] = boot_out / "usb/esp-grub.cfg"

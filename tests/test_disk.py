@@ -162,20 +162,27 @@ def test_make_fat_image_argv(tmp_path: Path, layout) -> None:
     source.write_text("x = 1\n")
     image = tmp_path / "conf.img"
     make_fat_image(runner, image, layout.spec("conf"), "ABCD1234", 16 * MIB,
-                   {"/golemwz-example.toml": source})
+                   {"/golemwz-example.toml": source}, epoch=1700000000)
     mkfs, mcopy = runner.argvs
     assert mkfs == ("mkfs.vfat", "-C", "--invariant", "-i", "ABCD1234", "-F", "16",
                     "-n", "GOLEMCONF", str(image), str(16 * 1024))
-    assert mcopy == ("mcopy", "-i", str(image), "-m", str(source), "::/golemwz-example.toml")
-    assert runner.calls[1].env == {"MTOOLS_SKIP_CHECK": "1"}
+    # no -m (keep the source's time): mtools dates the entry SOURCE_DATE_EPOCH
+    assert mcopy == ("mcopy", "-i", str(image), str(source), "::/golemwz-example.toml")
+    assert runner.calls[1].env == {"MTOOLS_SKIP_CHECK": "1", "SOURCE_DATE_EPOCH": "1700000000"}
 
 
 def test_make_ext4_image_argv_sets_uuid_label_and_content(tmp_path: Path, layout) -> None:
     runner = RecordingRunner()
     ids = derive_ids(layout, SEED).partitions["root"]
     image = tmp_path / "root.img"
-    make_ext4_image(runner, image, layout.spec("root"), ids, 40 * MIB, content=tmp_path)
+    (tmp_path / "live").mkdir()
+    (tmp_path / "live/vmlinuz").write_text("kernel")
+    make_ext4_image(runner, image, layout.spec("root"), ids, 40 * MIB, content=tmp_path,
+                    epoch=1700000000)
     (argv,) = runner.argvs
+    assert runner.calls[0].env == {"E2FSPROGS_FAKE_TIME": "1700000000"}
+    for path in (tmp_path, tmp_path / "live", tmp_path / "live/vmlinuz"):
+        assert path.stat().st_mtime == path.stat().st_atime == 1700000000
     assert argv[0] == "mkfs.ext4"
     assert argv[argv.index("-U") + 1] == ids.fs_uuid
     assert argv[argv.index("-L") + 1] == "golem-live"

@@ -24,8 +24,8 @@ MIRROR = "http://deb.example/debian"
 SECURITY = "http://security.example/debian-security"
 
 
-def in_release(packages_sha: str) -> bytes:
-    return (f"Origin: Debian\nSuite: stable\nSHA256:\n"
+def in_release(packages_sha: str, date: str = "Sat, 21 Nov 2026 09:15:44 UTC") -> bytes:
+    return (f"Origin: Debian\nSuite: stable\nDate: {date}\nSHA256:\n"
             f" {packages_sha}  2271147 main/binary-amd64/Packages\n"
             f" {'1' * 64}   312784 main/binary-amd64/Packages.xz\n"
             f" {'2' * 64}   100 contrib/binary-amd64/Packages\n"
@@ -36,7 +36,8 @@ class FakeArchive:
     def __init__(self) -> None:
         self.files: dict[str, bytes] = {
             f"{MIRROR}/dists/trixie/InRelease": in_release("a" * 64),
-            f"{MIRROR}/dists/trixie-updates/InRelease": in_release("b" * 64),
+            f"{MIRROR}/dists/trixie-updates/InRelease": in_release(
+                "b" * 64, "Tue, 01 Dec 2026 20:11:05 UTC"),
             f"{SECURITY}/dists/trixie-security/InRelease": in_release("c" * 64),
         }
         self.fetched: list[str] = []
@@ -60,6 +61,8 @@ def test_the_state_is_the_hash_of_every_packages_index_of_every_suite() -> None:
         "debian:trixie-updates/contrib/binary-amd64": "2" * 64,
         "debian:trixie-security/main/binary-amd64": "c" * 64,
         "debian:trixie-security/contrib/binary-amd64": "2" * 64,
+        # the newest Release date: the installed system's timestamps (SOURCE_DATE_EPOCH)
+        "debian-date": "1796155865",
     }
 
 
