@@ -48,7 +48,7 @@ def test_saved_file_is_on_the_conf_partition_and_home_links_to_it(
     assert on_partition.stat().st_mode & 0o777 == 0o600
     assert not first_boot.exists()
     assert sorted(os.listdir(layout.conf_mount_dir)) == [  # no temporary
-        "golemwz-password.hash", "golemwz-saved.toml"]
+        "golemwz-partition-table.sfdisk", "golemwz-password.hash", "golemwz-saved.toml"]
     mounts = [m for m in machine.runner.matching("mount", "-o")
               if m[-1] == str(layout.conf_mount_dir)]
     assert mounts[0] == ("mount", "-o", CONF_MOUNT_OPTIONS, CONF_DEVICE,

@@ -10,8 +10,6 @@ from golemwz.layout import GOLEM_STORAGE_PARTUUID, SystemLayout
 from golemwz.storage import (
     BlockDevice,
     find_partlabel,
-    grow_golem_storage,
-    grow_marker,
     mount_storage,
     parse_lsblk,
     parse_sfdisk,
@@ -89,74 +87,6 @@ def test_plan_refuses_a_partition_that_is_not_last() -> None:
         plan_grow(table, STICK_BYTES, GOLEM_STORAGE_PARTUUID)
 
 
-def grow_runner(storage_sectors: int, last_lba: int = IMAGE_SECTORS - 34,
-                fsck_status: int = 0) -> RecordingRunner:
-    return RecordingRunner(responses={
-        ("sfdisk", "--json"): (0, sfdisk_json(storage_sectors, last_lba)),
-        ("sfdisk", "--dump"): (0, "label: gpt\n"),
-        ("e2fsck",): (fsck_status, ""),
-    })
-
-
-def test_grow_sequence_backs_up_relocates_grows_checks_resizes(layout: SystemLayout) -> None:
-    runner = grow_runner(STORAGE_SECTORS)
-    grow_golem_storage(golem_storage(), layout, runner, quiet_reporter())
-    assert runner.argvs == [
-        ("sfdisk", "--json", "/dev/sda"),
-        ("sfdisk", "--dump", "/dev/sda"),
-        ("sfdisk", "--relocate", "gpt-bak-std", "/dev/sda"),
-        ("sfdisk", "--no-reread", "-N", "5", "/dev/sda"),
-        ("partx", "--update", "--nr", "5", "/dev/sda"),
-        ("e2fsck", "-f", "-p", "/dev/sda5"),
-        ("resize2fs", "/dev/sda5"),
-    ]
-    assert runner.calls[3].input == b",+\n"
-    assert (layout.state_dir / "sda-partition-table.sfdisk").read_text() == "label: gpt\n"
-    assert grow_marker(layout).exists()
-
-
-def test_interrupted_grow_resumes_without_touching_the_table_again(
-        layout: SystemLayout) -> None:
-    (layout.state_dir).mkdir(parents=True)
-    original_backup = layout.state_dir / "sda-partition-table.sfdisk"
-    original_backup.write_text("the original table\n")
-    # Power was cut after sfdisk -N: the table is grown, the filesystem is not, no marker.
-    runner = grow_runner(grown_by_sfdisk(), last_lba=STICK_SECTORS - 34)
-    grow_golem_storage(golem_storage(), layout, runner, quiet_reporter())
-    assert runner.argvs == [
-        ("sfdisk", "--json", "/dev/sda"),
-        ("e2fsck", "-f", "-p", "/dev/sda5"),
-        ("resize2fs", "/dev/sda5"),
-    ]
-    assert original_backup.read_text() == "the original table\n"
-    assert grow_marker(layout).exists()
-    again = grow_runner(STORAGE_SECTORS)
-    grow_golem_storage(golem_storage(), layout, again, quiet_reporter())
-    assert again.argvs == []  # the marker says it is done
-
-
-def test_uncorrectable_fsck_stops_before_resize_and_writes_no_marker(
-        layout: SystemLayout) -> None:
-    runner = grow_runner(STORAGE_SECTORS, fsck_status=4)
-    with pytest.raises(WizardError, match="e2fsck found errors"):
-        grow_golem_storage(golem_storage(), layout, runner, quiet_reporter())
-    assert runner.matching("resize2fs") == []
-    assert not grow_marker(layout).exists()
-
-
-def test_corrected_fsck_goes_on(layout: SystemLayout) -> None:
-    runner = grow_runner(STORAGE_SECTORS, fsck_status=1)
-    grow_golem_storage(golem_storage(), layout, runner, quiet_reporter())
-    assert runner.matching("resize2fs") == [("resize2fs", "/dev/sda5")]
-
-
-def test_mounted_storage_is_not_grown(layout: SystemLayout) -> None:
-    runner = grow_runner(STORAGE_SECTORS)
-    grow_golem_storage(golem_storage("/mnt/x"), layout, runner, quiet_reporter())
-    assert runner.argvs == []
-    assert not grow_marker(layout).exists()
-
-
 def test_mount_storage_binds_its_directory_onto_local(layout: SystemLayout) -> None:
     runner = RecordingRunner(responses={("mountpoint",): (1, "")})
     mount_storage(golem_storage(), layout, runner, quiet_reporter())
@@ -172,17 +102,3 @@ def test_mount_storage_twice_mounts_nothing_again(layout: SystemLayout) -> None:
     runner = RecordingRunner(responses={("mountpoint",): (0, "")})
     mount_storage(golem_storage(), layout, runner, quiet_reporter())
     assert runner.matching("mount") == []
-
-
-def test_a_later_boot_finds_storage_grown_and_does_not_claim_to_grow_it(
-        layout: SystemLayout) -> None:
-    """On the live system the marker is in RAM: the next boot plans again, changes nothing."""
-    runner = grow_runner(grown_by_sfdisk(), last_lba=STICK_SECTORS - 34)
-    console = layout.golem_home / "console"
-    layout.golem_home.mkdir(parents=True)
-    grow_golem_storage(golem_storage(), layout, runner, quiet_reporter(console=console))
-    assert runner.matching("sfdisk", "--relocate") == []
-    assert runner.matching("sfdisk", "--no-reread") == []
-    assert console.read_text().splitlines() == [
-        "golemwz: Golem storage (/dev/sda5) already reaches the end of /dev/sda; "
-        "filesystem checked and sized to it"]

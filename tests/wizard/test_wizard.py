@@ -206,7 +206,8 @@ def test_storage_only_mounts_storage_and_does_nothing_else(machine: FakeMachine)
     machine.write_first_boot(FULL_FIRST_BOOT)
     assert main(["--storage-only"], machine.services(ScriptedUI())) == 0
     assert set(programs(machine)) <= {"lsblk", "mountpoint", "mount", "sfdisk", "partx",
-                                      "e2fsck", "resize2fs", "chown", "umount"}
+                                      "udevadm", "dumpe2fs", "blockdev", "e2fsck",
+                                      "resize2fs", "chown", "umount"}
     # Only the conf partition, mounted to read golemwz.toml, is unmounted; storage stays.
     assert machine.runner.matching("umount") == [("umount", str(machine.layout.conf_mount_dir))]
     assert ("mount", "--bind", str(machine.layout.storage_mount_dir / "golem-gpu-live"),

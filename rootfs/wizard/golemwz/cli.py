@@ -23,6 +23,7 @@ from golemwz.layout import SystemLayout
 from golemwz.pci import GpuSurvey, survey_gpus
 from golemwz.report import SYSTEM_CONSOLE, Reporter
 from golemwz.runner import SubprocessRunner
+from golemwz.termination import GUARD, Terminated
 from golemwz.ui import UI, PlainUI
 from golemwz.wizard import Options, Services, Wizard
 
@@ -159,8 +160,14 @@ def main(argv: Sequence[str] | None = None, services: Services | None = None) ->
     )
     wizard = Wizard(options=options, flags=flags, services=services)
     status = 0
+    # SIGTERM (unit stop, shutdown): a grow step finishes first, then Terminated
+    # unwinds through Wizard.run's `finally`, which closes the conf partition.
+    restore_sigterm = GUARD.install()
     try:
         wizard.run()
+    except Terminated as stopped:
+        services.reporter.step(stopped.line())
+        return stopped.exit_status
     except WizardError as error:
         report_failure(wizard, error)
         status = error.exit_status
@@ -174,6 +181,8 @@ def main(argv: Sequence[str] | None = None, services: Services | None = None) ->
         if args.debug:
             traceback.print_exc()
         status = 1
+    finally:
+        restore_sigterm()
     # At boot: the final screen until a key, then the tty1 login (see golemwz.service).
     wizard.hold_final_screen(failed=status != 0)
     return status

@@ -93,6 +93,11 @@ class ConfStore:
         self.mounted_here = self.made_writable = False
 
     @property
+    def persistent_dir(self) -> Path | None:
+        """Where state that must survive a power cut goes (the grow's table backup)."""
+        return self.layout.conf_mount_dir if self.on_partition else None
+
+    @property
     def saved_path(self) -> Path:
         """The real file the saved configuration is written to."""
         if self.on_partition:

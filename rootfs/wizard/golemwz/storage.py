@@ -12,8 +12,10 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
+from golemwz.config import write_atomically
 from golemwz.errors import WizardError
 from golemwz.layout import (
+    CONF_PARTLABEL,
     GOLEM_STORAGE_PARTLABEL,
     GOLEM_STORAGE_PARTUUID,
     GOLEM_USER,
@@ -23,6 +25,7 @@ from golemwz.layout import (
 )
 from golemwz.report import Reporter
 from golemwz.runner import Runner
+from golemwz.termination import GUARD
 
 STORAGE_FILESYSTEMS = ("ext4", "ext3", "xfs", "btrfs")
 LSBLK_COLUMNS = "NAME,PATH,TYPE,PKNAME,FSTYPE,LABEL,PARTLABEL,PARTUUID,MOUNTPOINT,SIZE,MODEL"
@@ -264,20 +267,65 @@ def _is_mountpoint(runner: Runner, path: Path) -> bool:
     return runner.run(["mountpoint", "--quiet", str(path)], check=False).returncode == 0
 
 
-def grow_marker(layout: SystemLayout) -> Path:
-    return layout.state_dir / f"storage-grown-{GOLEM_STORAGE_PARTUUID}"
+# Below this gap the filesystem counts as filling its partition: resize2fs leaves
+# a too-small last block group out (a few MiB), and a stick only slightly larger
+# than the image is not worth an e2fsck -f at every boot.
+RESIZE_SLACK_BYTES = 32 * 1024 * 1024
+# On `Golem conf storage` (FAT, on the same stick): survives power cuts, unlike
+# /var/lib on the RAM overlay. Written once, before the first change to the table.
+TABLE_BACKUP_NAME = "golemwz-partition-table.sfdisk"
+
+
+@dataclass(frozen=True)
+class Ext4State:
+    size_bytes: int | None  # block count x block size from the superblock
+    clean: bool
+
+
+def parse_dumpe2fs(output: str) -> Ext4State:
+    """The superblock fields of `dumpe2fs -h` that say whether a resize is done."""
+    fields = {}
+    for line in output.splitlines():
+        name, _, value = line.partition(":")
+        fields[name.strip()] = value.strip()
+    try:
+        size: int | None = int(fields["Block count"]) * int(fields["Block size"])
+    except (KeyError, ValueError):
+        size = None
+    return Ext4State(size_bytes=size, clean=fields.get("Filesystem state") == "clean")
+
+
+def _settle(runner: Runner, reporter: Reporter) -> None:
+    """Let udev finish re-reading a changed table before anyone opens the partition:
+    its probe races e2fsck and resize2fs otherwise."""
+    if runner.run(["udevadm", "settle", "--timeout=60"], check=False).returncode != 0:
+        reporter.detail("udevadm settle timed out; going on")
+
+
+def _save_table_backup(disk: str, backup_dir: Path | None, layout: SystemLayout,
+                       runner: Runner, reporter: Reporter) -> None:
+    if backup_dir is None:
+        backup_dir = layout.state_dir
+        reporter.warn(f"no {CONF_PARTLABEL} partition: the partition table backup is kept "
+                      f"in {backup_dir}, which a power cut loses")
+    backup = backup_dir / TABLE_BACKUP_NAME
+    if backup.exists():  # after an interruption: keep the original table
+        return
+    write_atomically(runner.run(["sfdisk", "--dump", disk]).stdout.encode(), backup)
+    reporter.detail(f"partition table of {disk} saved to {backup}")
 
 
 def grow_golem_storage(partition: BlockDevice, layout: SystemLayout, runner: Runner,
-                       reporter: Reporter) -> None:
+                       reporter: Reporter, backup_dir: Path | None = None) -> None:
     """Grow `Golem storage` to the end of its disk, resuming an interrupted grow.
 
-    Every step is idempotent and the marker is written last, so a power cut at
-    any point leads the next boot through the remaining steps again.
+    No state is kept in RAM: each step is decided from the disk itself (the GPT for
+    the two table steps, the superblock's size against the partition's for the
+    filesystem), so a power cut at any step leads the next boot through the rest,
+    and a grown stick costs two reads per boot. Each step is a critical section:
+    SIGTERM waits for it (see termination). `backup_dir` (the conf partition) keeps
+    the original table.
     """
-    marker = grow_marker(layout)
-    if marker.exists():
-        return
     if partition.mountpoint:
         reporter.warn(f"{partition.path} is mounted on {partition.mountpoint}; not growing it now")
         return
@@ -292,31 +340,58 @@ def grow_golem_storage(partition: BlockDevice, layout: SystemLayout, runner: Run
     except WizardError as unsafe:
         reporter.warn(f"not growing {GOLEM_STORAGE_PARTLABEL}: {unsafe.line()}")
         return
-    layout.state_dir.mkdir(parents=True, exist_ok=True)
-    backup = layout.state_dir / f"{partition.parent}-partition-table.sfdisk"
-    if not backup.exists():  # after an interruption, keep the original table
-        backup.write_text(runner.run(["sfdisk", "--dump", disk]).stdout)
-        reporter.detail(f"partition table of {disk} saved to {backup}")
+    table_changed = plan.relocate_backup_header or plan.grow_partition
+    if table_changed:
+        _save_table_backup(disk, backup_dir, layout, runner, reporter)
+    # --lock: udev (and anyone else) keeps off the disk while sfdisk writes it.
     if plan.relocate_backup_header:
-        runner.run(["sfdisk", "--relocate", "gpt-bak-std", disk])
+        with GUARD.critical("moving the backup GPT to the end of the disk"):
+            runner.run(["sfdisk", "--lock", "--relocate", "gpt-bak-std", disk])
+            _settle(runner, reporter)
     if plan.grow_partition:
-        # ",+" keeps the start and takes all the space up to the end of the disk.
-        runner.run(["sfdisk", "--no-reread", "-N", str(plan.partition.number), disk],
-                   input=b",+\n")
-        runner.run(["partx", "--update", "--nr", str(plan.partition.number), disk])
-    fsck = runner.run(["e2fsck", "-f", "-p", partition.path], check=False)
-    if fsck.returncode >= E2FSCK_UNCORRECTED:
-        raise WizardError(
-            f"e2fsck found errors it could not fix on {partition.path} (status {fsck.returncode})",
-            f"boot with NO AUTOSTART and run: sudo e2fsck {partition.path}")
-    runner.run(["resize2fs", partition.path])
-    marker.write_text(f"{partition.path} grown to the end of {disk}\n")
-    if plan.grow_partition or plan.relocate_backup_header:
-        reporter.step(f"grew {GOLEM_STORAGE_PARTLABEL} ({partition.path}) to the end of {disk}")
+        with GUARD.critical(f"growing partition {plan.partition.number} of {disk}"):
+            # ",+" keeps the start and takes all the space up to the end of the disk.
+            runner.run(["sfdisk", "--lock", "--no-reread", "-N", str(plan.partition.number),
+                        disk], input=b",+\n")
+            runner.run(["partx", "--update", "--nr", str(plan.partition.number), disk])
+            _settle(runner, reporter)
+    resized = _fit_filesystem(partition.path, runner, reporter)
+    name = f"{GOLEM_STORAGE_PARTLABEL} ({partition.path})"
+    if table_changed:
+        reporter.step(f"grew {name} to the end of {disk}")
+    elif resized:
+        reporter.step(f"{name}: finished an interrupted grow, filesystem resized to the end "
+                      f"of {disk}")
     else:
-        # A later boot (the marker is in RAM on the live system) or a resumed grow.
-        reporter.step(f"{GOLEM_STORAGE_PARTLABEL} ({partition.path}) already reaches the end "
-                      f"of {disk}; filesystem checked and sized to it")
+        reporter.step(f"{name} already reaches the end of {disk}; its filesystem fills it")
+
+
+def _fit_filesystem(device: str, runner: Runner, reporter: Reporter) -> bool:
+    """e2fsck + resize2fs when the superblock is smaller than the partition (or not
+    clean, or unreadable); True when it ran."""
+    state = parse_dumpe2fs(runner.run(["dumpe2fs", "-h", device], check=False).stdout)
+    part_bytes = _int_or_none(runner.run(["blockdev", "--getsize64", device],
+                                         check=False).stdout)
+    if (state.clean and state.size_bytes is not None and part_bytes is not None
+            and part_bytes - state.size_bytes < RESIZE_SLACK_BYTES):
+        return False
+    reporter.detail(f"{device}: filesystem {state.size_bytes} bytes "
+                    f"({'clean' if state.clean else 'not clean'}), partition {part_bytes}")
+    with GUARD.critical(f"checking and resizing the filesystem on {device}"):
+        fsck = runner.run(["e2fsck", "-f", "-p", device], check=False)
+        if fsck.returncode >= E2FSCK_UNCORRECTED:
+            raise WizardError(
+                f"e2fsck found errors it could not fix on {device} (status {fsck.returncode})",
+                f"boot with NO AUTOSTART and run: sudo e2fsck {device}")
+        runner.run(["resize2fs", device])
+    return True
+
+
+def _int_or_none(text: str) -> int | None:
+    try:
+        return int(text.strip())
+    except ValueError:
+        return None
 
 
 def mount_storage(partition: BlockDevice, layout: SystemLayout, runner: Runner,

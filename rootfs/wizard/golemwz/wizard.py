@@ -326,7 +326,8 @@ class Wizard:
         chosen = by_uuid[partuuid]
         if chosen.is_golem_storage() and storage.may_grow(chosen, boot_disk,
                                                           self.services.reporter):
-            storage.grow_golem_storage(chosen, self.layout, runner, self.services.reporter)
+            storage.grow_golem_storage(chosen, self.layout, runner, self.services.reporter,
+                                       self.store.persistent_dir)
             # Sizes as they are now: the list above was read before the partition grew.
             chosen = storage.find_path(storage.read_block_devices(runner),
                                        chosen.path) or chosen
