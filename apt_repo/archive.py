@@ -10,6 +10,7 @@ from __future__ import annotations
 import gzip
 import lzma
 import os
+import re
 import shutil
 import tempfile
 import time
@@ -24,6 +25,12 @@ from builder.runner import Runner
 STRONG_HASHES = {"8": "SHA256", "9": "SHA384", "10": "SHA512"}
 DIGEST = "SHA512"
 _DAYS = ("Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun")
+# Debian Policy 5.6.1 (Package), 5.6.7 (Version: [epoch:]upstream[-revision]); an
+# architecture is a dpkg name. The pool path is built from these fields, so nothing
+# else (a '/', '..') may pass: a .deb's control file is the packager's to write.
+_PACKAGE_RE = re.compile(r"[a-z0-9][a-z0-9+.-]+")
+_VERSION_RE = re.compile(r"(?:[0-9]+:)?[0-9][A-Za-z0-9.+~-]*")
+_ARCH_RE = re.compile(r"[a-z0-9][a-z0-9-]*")
 _MONTHS = ("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec")
 
 
@@ -78,10 +85,17 @@ def deb_info(runner: Runner, deb: Path) -> DebInfo:
                          "remove it or replace it with a proper package") from None
     fields = dict(line.split(": ", 1) for line in out.splitlines() if ": " in line)
     try:
-        return DebInfo(fields["Package"].strip(), fields["Version"].strip(),
+        info = DebInfo(fields["Package"].strip(), fields["Version"].strip(),
                        fields["Architecture"].strip())
     except KeyError as err:
         raise BuildError(f"{deb} has no {err.args[0]} field", "rebuild the package") from None
+    for name, value, pattern in (("Package", info.package, _PACKAGE_RE),
+                                 ("Version", info.version, _VERSION_RE),
+                                 ("Architecture", info.architecture, _ARCH_RE)):
+        if not pattern.fullmatch(value):
+            raise BuildError(f"{deb}: {name} {value[:80]!r} is not valid Debian syntax",
+                             "rebuild the package with a proper control file, or remove it")
+    return info
 
 
 def _pool_dir(package: str) -> str:
@@ -89,12 +103,20 @@ def _pool_dir(package: str) -> str:
     return f"{prefix}/{package}"
 
 
-def layout_pool(runner: Runner, debs: list[Path], root: Path, component: str) -> list[DebInfo]:
-    """Copy the .debs into pool/COMPONENT/x/pkg/ under canonical names; reject conflicts."""
+def layout_pool(runner: Runner, debs: list[Path], root: Path, component: str,
+                architectures: tuple[str, ...] = ("amd64",)) -> list[DebInfo]:
+    """Copy the .debs into pool/COMPONENT/x/pkg/ under canonical names; reject conflicts
+    and anything whose path would leave the pool; leave out other architectures'."""
     placed: dict[str, tuple[Path, DebInfo]] = {}
+    pool = (root / "pool" / component).resolve()
     for deb in sorted(debs):
         info = deb_info(runner, deb)
+        if info.architecture not in ("all", *architectures):
+            continue  # a release's arm64 build next to amd64: apt here could not use it
         dest = root / "pool" / component / _pool_dir(info.package) / info.filename
+        if not dest.resolve().is_relative_to(pool):  # the syntax checks should make it so
+            raise BuildError(f"{deb} would be copied to {dest}, outside the pool {pool}",
+                             "remove it; its control fields are not a package's")
         if info.filename in placed:
             first = placed[info.filename][0]
             if first.read_bytes() != deb.read_bytes():
@@ -234,7 +256,7 @@ def build_archive(runner: Runner, debs: list[Path], root: Path, spec: ArchiveSpe
                          "give a packages directory or let it fetch GOLEM's releases")
     root.mkdir(parents=True, exist_ok=True)
     _clear(root)
-    infos = layout_pool(runner, debs, root, spec.component)
+    infos = layout_pool(runner, debs, root, spec.component, spec.architectures)
     release = index(runner, root, spec)
     sign(release, key)
     export_public(key, public_keyring)
