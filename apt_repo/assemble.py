@@ -87,6 +87,10 @@ def write_manifest(path: Path, outcome: RepoOutcome) -> None:
         "packages": [{"package": i.package, "version": i.version,
                       "architecture": i.architecture} for i in outcome.archive.packages],
         "github": [{"component": f.component, "repo": f.repo, "tag": f.tag,
-                    "files": [p.name for p in f.files]} for f in outcome.fetched],
+                    "files": [p.name for p in f.files],
+                    # what was verified, and where from: to audit the signed repository
+                    "assets": [{"name": name, "url": url, "sha256": sha256}
+                               for name, url, sha256 in f.sources]}
+                   for f in outcome.fetched],
     }
     path.write_text(json.dumps(data, indent=2, sort_keys=True) + "\n", encoding="utf-8")

@@ -7,8 +7,10 @@ exponential backoff. Everything else ends in one BuildError line.
 
 from __future__ import annotations
 
+import dataclasses
 import fnmatch
 import hashlib
+import re
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -26,6 +28,10 @@ RETRY_STATUS = frozenset({429, 500, 502, 503, 504})
 NO_NETWORK_FIX = ("check the network (or set GITHUB_TOKEN if rate-limited), "
                   "or build from a directory of .deb files instead (--packages-dir / LOCAL_DEBS)")
 T = TypeVar("T")
+# Checksum files a release may carry next to its .debs, when the API gives no digest.
+SUMS_NAMES = ("SHA256SUMS", "SHA256SUMS.txt", "sha256sums.txt", "checksums.txt")
+MAX_SUMS_BYTES = 1 << 20
+_SUMS_LINE = re.compile(r"([0-9a-fA-F]{64}) [ *]?(\S+)")
 
 
 @dataclass(frozen=True)
@@ -61,6 +67,8 @@ class Fetched:
     repo: str
     tag: str
     files: tuple[Path, ...]
+    # (file name, source URL, verified SHA-256) per file, for the repository's manifest
+    sources: tuple[tuple[str, str, str], ...] = ()
 
 
 class _Transient(Exception):
@@ -120,6 +128,16 @@ def select_assets(release: Release, globs: tuple[str, ...], repo: str) -> list[A
             raise BuildError(f"release {release.tag} of {repo} has an unusable asset name "
                              f"{asset.name!r}", "narrow `assets` to the .deb files")
     return chosen
+
+
+def parse_sums(text: str) -> dict[str, str]:
+    """`sha256sum` output ("HEX  name" or "HEX *name") as {name: hex}; other lines ignored."""
+    sums = {}
+    for line in text.splitlines():
+        match = _SUMS_LINE.fullmatch(line.strip())
+        if match:
+            sums[match.group(2).removeprefix("./")] = match.group(1).lower()
+    return sums
 
 
 class GitHubClient:
@@ -242,13 +260,67 @@ class GitHubClient:
         finally:
             part.unlink(missing_ok=True)
 
+    def read_text_asset(self, asset: Asset) -> str:
+        """A small text asset (a checksum file), bounded in size."""
+        if asset.size > MAX_SUMS_BYTES:
+            raise BuildError(f"{asset.name} ({asset.size} bytes) is too large for a checksum "
+                             "file", "check the release's assets")
+
+        def once() -> str:
+            resp = self._get(asset.url, "application/octet-stream")
+            with resp:
+                data = resp.content[:MAX_SUMS_BYTES + 1]
+            if len(data) != asset.size:
+                raise _Transient(f"{asset.name}: got {len(data)} bytes, GitHub lists "
+                                 f"{asset.size}")
+            return data.decode("utf-8", errors="replace")
+
+        return self._retrying(asset.url, once)
+
+    def verified(self, release: Release, assets: list[Asset], repo: str) -> list[Asset]:
+        """Each asset with the SHA-256 it must have: the API's digest, else the release's
+        NAME.sha256 or SHA256SUMS asset. An asset with none cannot be verified, and what
+        cannot be verified is never signed into the repository."""
+        by_name = {a.name: a for a in release.assets}
+        sums: dict[str, str] = {}
+        for name in SUMS_NAMES:
+            if name in by_name:
+                sums.update(parse_sums(self.read_text_asset(by_name[name])))
+        result = []
+        for asset in assets:
+            published = dict(sums)
+            own = by_name.get(f"{asset.name}.sha256")
+            if own is not None:
+                text = self.read_text_asset(own)
+                found = parse_sums(text).get(asset.name) or next(
+                    iter(re.findall(r"\b[0-9a-fA-F]{64}\b", text)), None)
+                if found:
+                    published[asset.name] = found.lower()
+            listed = published.get(asset.name)
+            if asset.sha256 and listed and listed != asset.sha256:
+                raise BuildError(f"{asset.name} of {repo} {release.tag}: the API's digest "
+                                 f"{asset.sha256} and the release's checksum file ({listed}) "
+                                 "disagree", "report it upstream; do not use this release")
+            sha256 = asset.sha256 or listed
+            if sha256 is None:
+                raise BuildError(f"{asset.name} of {repo} {release.tag} has no published "
+                                 f"SHA-256 (no API digest, no {asset.name}.sha256 or "
+                                 "SHA256SUMS asset): it cannot be verified",
+                                 "pick a release that publishes checksums in "
+                                 "apt_repo/components.toml, or build from verified local "
+                                 ".debs (--packages-dir / LOCAL_DEBS)")
+            result.append(dataclasses.replace(asset, sha256=sha256))
+        return result
+
     def fetch(self, component: Component, channel: str, dest_dir: Path) -> Fetched:
         release = select_release(self.releases(component.repo),
                                  component.for_channel(channel), component.repo)
-        assets = select_assets(release, component.assets, component.repo)
+        assets = self.verified(release, select_assets(release, component.assets,
+                                                      component.repo), component.repo)
         dest_dir.mkdir(parents=True, exist_ok=True)
         files = tuple(self.download(asset, dest_dir) for asset in assets)
-        return Fetched(component.name, component.repo, release.tag, files)
+        sources = tuple((a.name, a.url, a.sha256 or "") for a in assets)
+        return Fetched(component.name, component.repo, release.tag, files, sources)
 
 
 def _chunks(resp: requests.Response) -> Iterator[bytes]:
