@@ -32,9 +32,18 @@ def need_tools(*tools: str) -> None:
         pytest.skip(f"needs {', '.join(missing)}")
 
 
+MAINTAINER_SCRIPTS = ("preinst", "postinst", "prerm", "postrm", "config")
+
+
 def make_deb(out_dir: Path, package: str, version: str, arch: str = "all",
-             files: dict[str, str] | None = None, depends: str = "") -> Path:
-    """A tiny real .deb (dpkg-deb --build); installs /usr/share/PACKAGE/VERSION by default."""
+             files: dict[str, str] | None = None, depends: str = "",
+             control_files: dict[str, str] | None = None,
+             executables: tuple[str, ...] = ()) -> Path:
+    """A tiny real .deb (dpkg-deb --build); installs /usr/share/PACKAGE/VERSION by default.
+
+    `control_files` go into DEBIAN/ (maintainer scripts executable, e.g. a debconf
+    preinst beside its `templates`); `executables` are paths of `files` made mode 0755.
+    """
     need_tools("dpkg-deb")
     staging = out_dir / f".stage-{package}-{version}-{arch}"
     shutil.rmtree(staging, ignore_errors=True)
@@ -47,6 +56,10 @@ def make_deb(out_dir: Path, package: str, version: str, arch: str = "all",
     for rel, text in (files or {f"usr/share/{package}/VERSION": version + "\n"}).items():
         (staging / rel).parent.mkdir(parents=True, exist_ok=True)
         (staging / rel).write_text(text)
+        (staging / rel).chmod(0o755 if rel in executables else 0o644)
+    for name, text in (control_files or {}).items():
+        (staging / "DEBIAN" / name).write_text(text)
+        (staging / "DEBIAN" / name).chmod(0o755 if name in MAINTAINER_SCRIPTS else 0o644)
     deb = out_dir / f"{package}_{version}_{arch}.deb"
     subprocess.run(["dpkg-deb", "--root-owner-group", "--build", str(staging), str(deb)],
                    check=True, capture_output=True)
