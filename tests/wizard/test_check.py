@@ -91,3 +91,19 @@ def test_item3_plain_prices_are_accepted(raw: object, expected: str) -> None:
 def test_item3_numbers_from_toml_outside_bounds_are_rejected(value: object) -> None:
     _settings, errors = parse_layer({"init_price": value}, "golemwz.toml")
     assert [e.key for e in errors] == ["init_price"]
+
+
+def test_python_m_golemwz_check_runs_from_a_checkout(tmp_path: Path) -> None:
+    """How a person checks a file on a laptop: the standard library and the sources."""
+    import subprocess
+    import sys
+
+    from conftest import WIZARD_SOURCE
+
+    good = tmp_path / "golemwz.toml"
+    good.write_text(FULL_FIRST_BOOT)
+    # -S: no site-packages (so no tomli_w): checking must not need the wizard's deps.
+    done = subprocess.run([sys.executable, "-S", "-m", "golemwz", "check", str(good)],
+                          env={"PYTHONPATH": str(WIZARD_SOURCE)}, capture_output=True,
+                          text=True, check=False)
+    assert (done.returncode, done.stdout.strip()) == (0, f"{good}: valid"), done.stderr

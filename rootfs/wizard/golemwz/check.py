@@ -24,7 +24,7 @@ UNATTENDED_GLM = ("glm_account", "glm_per_hour", "init_price")
 def check_file(path: Path) -> tuple[list[ConfigError], list[str]]:
     """(errors, notes) for the file; no errors means the boot accepts every value."""
     try:
-        data = read_toml(path, str(path))
+        data = read_toml(path, path.name)
     except ConfigError as unreadable:
         return [unreadable], []
     if data is None:

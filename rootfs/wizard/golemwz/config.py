@@ -20,8 +20,6 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Any, Literal
 
-import tomli_w
-
 from golemwz.errors import ConfigError
 from golemwz.pci import PciAddress
 
@@ -287,6 +285,10 @@ def to_toml(settings: Settings) -> dict[str, object]:
 def save_atomically(settings: Settings, path: Path,
                     rename: Callable[[str, Path], None] = os.replace) -> None:
     """Write, fsync, rename: a crash leaves either the old file or the new one."""
+    # Imported here: reading and checking need the standard library alone, so
+    # `python3 -m golemwz check` runs on a laptop without python3-tomli-w.
+    import tomli_w
+
     write_atomically(tomli_w.dumps(to_toml(settings)).encode(), path, rename)
 
 
