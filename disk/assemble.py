@@ -52,8 +52,10 @@ def fat_directories(destinations: list[str]) -> list[str]:
 def clamp_times(root: Path, epoch: int) -> None:
     """Give `root` and everything below it the time `epoch` (atime and mtime, links not
     followed): filesystem builders copy these times into the image."""
-    paths = [root, *root.rglob("*")] if root.is_dir() else [root]
-    for path in paths:
+    paths = [*root.rglob("*"), root] if root.is_dir() else [root]
+    # Deepest first: listing a directory (rglob) moves its atime, so each is set after
+    # everything below it has been listed.
+    for path in sorted(paths, key=lambda p: len(p.parts), reverse=True):
         os.utime(path, (epoch, epoch), follow_symlinks=False)
 
 
@@ -103,11 +105,28 @@ def make_ext4_image(runner: Runner, image: Path, spec: PartitionSpec, ids: Parti
     ]
     if spec.fs_label:
         argv += ["-L", spec.fs_label]
+    names: list[str] = []
     if content is not None:
-        clamp_times(content, epoch)  # reading by mke2fs moves atimes: clamp right before
+        names = ["/"] + sorted("/" + str(p.relative_to(content)) for p in content.rglob("*"))
+        # Last, since reading a directory moves its atime, which mke2fs copies.
+        clamp_times(content, epoch)
         argv += ["-d", content]
     argv += [image, f"{size_bytes // 1024}k"]
     runner.run(argv, env={"E2FSPROGS_FAKE_TIME": str(epoch)})
+    if names:
+        set_ctimes(runner, image, names, epoch)
+
+
+def set_ctimes(runner: Runner, image: Path, names: list[str], epoch: int) -> None:
+    """mke2fs 1.47.0 copies each source file's ctime, which no tool can set on the
+    source: date every populated inode's ctime `epoch` afterwards (debugfs keeps the
+    checksums right)."""
+    script = image.with_name(f".{image.name}.debugfs")
+    script.write_text("".join(f'sif "{name}" ctime @{epoch}\n' for name in names))
+    try:
+        runner.run(["debugfs", "-w", "-f", str(script), str(image)])
+    finally:
+        script.unlink(missing_ok=True)
 
 
 def ext4_content_bytes(tree: Path) -> int:

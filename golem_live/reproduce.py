@@ -2,8 +2,8 @@
 
 Both builds get the same SOURCE_DATE_EPOCH and run cold in their own TMP_DIR and
 WORK_DIR. When the images differ, every stage's output is compared in build order
-and the first stage whose output differs is named with the files that differ in it
-(the place to look); diffoscope, when installed, writes its report beside them.
+and each stage whose output differs is named with the files that differ in it;
+diffoscope, when installed, writes a report for each beside them.
 """
 
 from __future__ import annotations
@@ -114,11 +114,15 @@ def reproduce(keep: bool, **kwargs: Any) -> None:
 
 def _explain(entries_a: list[tuple[str, Path]], entries_b: list[tuple[str, Path]],
              base: Path) -> None:
+    """Every stage whose output differs, in build order, with its first differing files.
+    An early stage's difference may be harmless (logs a later stage removes): the last
+    stage listed before the images is usually the one to look at."""
     for (stage, entry_a), (_, entry_b) in zip(entries_a, entries_b, strict=True):
         files = differing_files(entry_a, entry_b)
         if not files:
+            click.echo(f"stage {stage}: same output")
             continue
-        click.echo(f"first stage whose output differs: {stage} ({len(files)} files)")
+        click.echo(f"stage {stage}: {len(files)} files differ")
         for name in files[:SHOWN]:
             click.echo(f"  {name}")
         if shutil.which("diffoscope"):
@@ -127,4 +131,3 @@ def _explain(entries_a: list[tuple[str, Path]], entries_b: list[tuple[str, Path]
                 ["diffoscope", "--text", str(report), str(entry_a / files[0]),
                  str(entry_b / files[0])], check=False)
             click.echo(f"  diffoscope report: {report}")
-        return

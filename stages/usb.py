@@ -54,6 +54,7 @@ class UsbImageStage(Stage):
     version = 2
     depends = ("squashfs", "bootloader")
     config_keys = ("image_name", "seed", "source_date_epoch")
+    tools = ("mkfs.vfat", "mmd", "mcopy", "mkfs.ext4", "debugfs", "sfdisk")
     final = True
     description = "GPT USB disk image"
 

@@ -175,18 +175,20 @@ def test_make_ext4_image_argv_sets_uuid_label_and_content(tmp_path: Path, layout
     runner = RecordingRunner()
     ids = derive_ids(layout, SEED).partitions["root"]
     image = tmp_path / "root.img"
-    (tmp_path / "live").mkdir()
-    (tmp_path / "live/vmlinuz").write_text("kernel")
-    make_ext4_image(runner, image, layout.spec("root"), ids, 40 * MIB, content=tmp_path,
+    tree = tmp_path / "tree"
+    (tree / "live").mkdir(parents=True)
+    (tree / "live/vmlinuz").write_text("kernel")
+    make_ext4_image(runner, image, layout.spec("root"), ids, 40 * MIB, content=tree,
                     epoch=1700000000)
-    (argv,) = runner.argvs
+    argv, debugfs = runner.argvs
     assert runner.calls[0].env == {"E2FSPROGS_FAKE_TIME": "1700000000"}
-    for path in (tmp_path, tmp_path / "live", tmp_path / "live/vmlinuz"):
+    assert debugfs[:3] == ("debugfs", "-w", "-f") and debugfs[-1] == str(image)
+    for path in (tree, tree / "live", tree / "live/vmlinuz"):
         assert path.stat().st_mtime == path.stat().st_atime == 1700000000
     assert argv[0] == "mkfs.ext4"
     assert argv[argv.index("-U") + 1] == ids.fs_uuid
     assert argv[argv.index("-L") + 1] == "golem-live"
-    assert argv[argv.index("-d") + 1] == str(tmp_path)
+    assert argv[argv.index("-d") + 1] == str(tree)
     assert argv[argv.index("-b") + 1] == "4096"
     assert argv[-2:] == (str(image), f"{40 * 1024}k")
     assert image.stat().st_size == 40 * MIB

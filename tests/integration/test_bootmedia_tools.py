@@ -9,6 +9,7 @@ import json
 import os
 import shutil
 import subprocess
+import time
 from contextlib import ExitStack
 from pathlib import Path
 
@@ -18,6 +19,7 @@ from golemwz.layout import GOLEM_STORAGE_PARTUUID
 from builder.config import BuildConfig, make_config
 from builder.runner import SubprocessRunner
 from builder.stage import Stage, StageContext
+from disk.assemble import clamp_times
 from disk.layout import LAYOUT_FILE, MIB, derive_ids, load_layout, seeded_uuid
 from stages.bootloader import BootloaderStage
 from stages.iso import IsoStage
@@ -195,3 +197,23 @@ def test_iso_boots_bios_and_uefi_and_is_a_gpt_hybrid(built) -> None:
     for path in ("/live/filesystem.squashfs", "/boot/grub/grub.cfg", "/.disk/info",
                  "/boot/grub/efi.img"):
         assert f"'{path}'" in files
+
+
+def test_the_media_are_byte_identical_when_built_again_later(
+        built: tuple[BuildConfig, dict[str, Path]], tmp_path: Path) -> None:
+    """Same inputs at another time, the inputs' files made anew: the same bytes
+    (SOURCE_DATE_EPOCH, seeded identifiers, clamped times)."""
+    config, first = built
+    images = []
+    for run in ("a", "b"):
+        live = tmp_path / run / "live"
+        shutil.copytree(first["usb"].parents[1] / "squashfs/live", live,
+                        copy_function=shutil.copyfile)  # new inodes, new times
+        clamp_times(live, config.source_date_epoch)  # as the squashfs stage leaves them
+        images.append(build_boot_media(live, tmp_path / run / "out",
+                                       version=config.version)[1])
+        time.sleep(1.1)
+    for media in ("usb", "iso"):
+        result = subprocess.run(["cmp", str(images[0][media]), str(images[1][media])],
+                                capture_output=True, text=True)
+        assert result.returncode == 0, f"{media}: {result.stdout}"
