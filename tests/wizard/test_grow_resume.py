@@ -265,3 +265,22 @@ def test_item7_sigterm_at_boot_exits_143_with_one_line_and_closes_the_conf_parti
     assert argvs[-1] == ("umount", str(machine.layout.conf_mount_dir))
     assert machine.runner.matching("chpasswd") == []  # no further step ran
     assert machine.layout.first_boot_config.exists()  # read again at the next boot
+
+
+def test_item7_an_unwritable_conf_partition_keeps_the_backup_in_ram_and_grows(
+        layout: SystemLayout, monkeypatch: pytest.MonkeyPatch) -> None:
+    from golemwz import storage
+
+    real_write = storage.write_atomically
+
+    def full_fat(data: bytes, path: Path) -> None:
+        if layout.conf_mount_dir in path.parents:
+            raise OSError(28, "No space left on device")
+        real_write(data, path)
+
+    monkeypatch.setattr(storage, "write_atomically", full_fat)
+    disk = FakeDisk()
+    grow_golem_storage(golem_storage(), layout, DiskRunner(disk), quiet_reporter(),
+                       layout.conf_mount_dir)
+    assert_fully_grown(disk)
+    assert (layout.state_dir / TABLE_BACKUP_NAME).read_text() == "original table\n"

@@ -311,7 +311,15 @@ def _save_table_backup(disk: str, backup_dir: Path | None, layout: SystemLayout,
     backup = backup_dir / TABLE_BACKUP_NAME
     if backup.exists():  # after an interruption: keep the original table
         return
-    write_atomically(runner.run(["sfdisk", "--dump", disk]).stdout.encode(), backup)
+    dump = runner.run(["sfdisk", "--dump", disk]).stdout.encode()
+    try:
+        write_atomically(dump, backup)
+    except OSError as error:  # a full or read-only conf partition must not stop the grow
+        fallback = layout.state_dir / TABLE_BACKUP_NAME
+        reporter.warn(f"cannot write {backup} ({error.strerror or error}): the partition "
+                      f"table backup is kept in {fallback}, which a power cut loses")
+        write_atomically(dump, fallback)
+        backup = fallback
     reporter.detail(f"partition table of {disk} saved to {backup}")
 
 
