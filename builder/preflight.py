@@ -18,7 +18,7 @@ TOOL_PACKAGES = {
     "apt-ftparchive": "apt-utils", "gpgv": "gpgv", "gpg": "gpg", "dpkg-deb": "dpkg",
     "chroot": "coreutils", "mount": "mount", "umount": "mount", "cp": "coreutils",
     "losetup": "mount", "grub-bios-setup": "grub-pc-bin", "e2fsck": "e2fsprogs",
-    "debugfs": "e2fsprogs", "mmd": "mtools",
+    "debugfs": "e2fsprogs", "mmd": "mtools", "sbverify": "sbsigntool",
 }
 
 

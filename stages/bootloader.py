@@ -39,7 +39,7 @@ from pathlib import Path
 from builder.config import BuildConfig
 from builder.errors import BuildError
 from builder.stage import Stage, StageContext
-from disk.assemble import clamp_times, fat_image_bytes, make_fat_image
+from disk.assemble import MTOOLS_ENV, clamp_times, fat_image_bytes, make_fat_image
 from disk.layout import (
     LAYOUT_FILE,
     PartitionSpec,
@@ -47,6 +47,7 @@ from disk.layout import (
     fat_volume_id,
     load_layout,
 )
+from stages.secure_boot import OVMF_MS_VARS, trust_anchors, verify_fat_image, verify_signed
 from stages.shared import render_template
 
 GRUB_CFG_TEMPLATE = Path("rootfs") / "boot" / "grub.cfg.j2"
@@ -140,7 +141,8 @@ def bios_input_files() -> list[Path]:
 
 class BootloaderStage(Stage):
     name = "bootloader"
-    code = ("disk.assemble", "disk.layout", "stages.shared")
+    code = ("disk.assemble", "disk.layout", "stages.shared", "stages.secure_boot")
+    tools = ("grub-mkimage", "mkfs.vfat", "mmd", "mcopy", "sbverify")
     version = 2
     depends = ()
     config_keys = ("profile.name", "profile.kernel_cmdline", "version", "image_name", "seed",
@@ -150,7 +152,7 @@ class BootloaderStage(Stage):
     def input_files(self, config: BuildConfig) -> list[Path]:
         # Host files count too: a shim or GRUB security update must rebuild the media.
         return [config.project_root / GRUB_CFG_TEMPLATE, config.project_root / LAYOUT_FILE,
-                SHIM, MOK_MANAGER, SIGNED_GRUB, *bios_input_files()]
+                SHIM, MOK_MANAGER, SIGNED_GRUB, OVMF_MS_VARS, *bios_input_files()]
 
     def run(self, ctx: StageContext) -> None:
         config, out = ctx.config, ctx.output
@@ -172,12 +174,17 @@ class BootloaderStage(Stage):
             target = out / "esp" / dest
             target.parent.mkdir(parents=True, exist_ok=True)
             shutil.copyfile(source, target)
+        ctx.progress("checking their Secure Boot signatures (sbverify)")
+        anchors = trust_anchors(SHIM)
+        verify_signed(ctx.runner, {Path(d).name: out / "esp" / d for d in ESP_FILES}, anchors,
+                      "the ESP files")
 
         ctx.progress("making efi.img")
         esp_files = {f"/{dest}": out / "esp" / dest for dest in ESP_FILES}
         make_fat_image(ctx.runner, out / "efi.img", EFI_IMAGE_SPEC,
                        fat_volume_id(config.seed, "fs/efi.img"), fat_image_bytes(esp_files),
                        esp_files, config.source_date_epoch)
+        verify_fat_image(ctx.runner, out / "efi.img", "/EFI/BOOT", anchors, MTOOLS_ENV)
 
         ctx.progress("making GRUB BIOS cores")
         bios = out / "bios"

@@ -17,6 +17,7 @@ from builder.config import BuildConfig
 from builder.errors import BuildError
 from builder.stage import Stage, StageContext
 from disk.assemble import (
+    MTOOLS_ENV,
     assemble_disk,
     ext4_content_bytes,
     install_grub_bios,
@@ -24,6 +25,7 @@ from disk.assemble import (
     make_fat_image,
 )
 from disk.layout import LAYOUT_FILE, MIB, load_layout, plan_disk
+from stages.secure_boot import trust_anchors, verify_fat_image
 from stages.shared import require_live_files
 
 EXAMPLE_CONF = Path("rootfs/overlay/common/usr/share/golemwz/golemwz-example.toml")
@@ -50,11 +52,11 @@ def stage_live_medium(squashfs_out: Path, bootloader_out: Path, tree: Path) -> N
 
 class UsbImageStage(Stage):
     name = "usb"
-    code = ("disk.assemble", "disk.layout", "stages.shared")
+    code = ("disk.assemble", "disk.layout", "stages.shared", "stages.secure_boot")
     version = 2
     depends = ("squashfs", "bootloader")
     config_keys = ("image_name", "seed", "source_date_epoch")
-    tools = ("mkfs.vfat", "mmd", "mcopy", "mkfs.ext4", "debugfs", "sfdisk")
+    tools = ("mkfs.vfat", "mmd", "mcopy", "mkfs.ext4", "debugfs", "sfdisk", "sbverify")
     final = True
     description = "GPT USB disk image"
 
@@ -99,6 +101,9 @@ class UsbImageStage(Stage):
         esp_files = {f"/EFI/BOOT/{n}": boot_out / "esp/EFI/BOOT" / n for n in ESP_EFI_FILES}
         esp_files["/boot/grub/grub.cfg"] = boot_out / "usb/esp-grub.cfg"
         fat("esp", esp_files)
+        ctx.progress("checking the ESP's Secure Boot signatures")
+        verify_fat_image(ctx.runner, images["esp"], "/EFI/BOOT",
+                         trust_anchors(boot_out / "esp/EFI/BOOT/BOOTX64.EFI"), MTOOLS_ENV)
         fat("conf", {"/golemwz-example.toml": example})
         ext4("root", tree)
         ext4("storage", None)

@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 
 import stages.bootloader as bootloader
+import stages.usb as usb_stage
 from builder.config import BuildConfig, make_config
 from builder.errors import BuildError
 from builder.stage import Stage, StageContext
@@ -19,6 +20,7 @@ from disk.assemble import BLOCKLIST_OFFSET
 from disk.layout import LAYOUT_FILE, SECTOR_BYTES, derive_ids, load_layout
 from stages.bootloader import BootloaderStage, kernel_cmdline, render_grub_cfg
 from stages.iso import IsoStage, volume_id, xorriso_argv
+from stages.secure_boot import DEBIAN_CA, MICROSOFT_UEFI_CA
 from stages.usb import EXAMPLE_CONF, UsbImageStage
 from tests.fakes import RecordingRunner
 
@@ -51,6 +53,10 @@ def host_boot_files(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
         files[name] = host / f"{name}.efi.signed"
         files[name].write_bytes(name.encode() * 100)
     monkeypatch.setattr(bootloader, "GRUB_PC_DIR", grub_pc)
+    # Stand-in shims carry no certificates; sbverify runs through the recording runner.
+    anchors = {MICROSOFT_UEFI_CA: "MS-PEM", DEBIAN_CA: "DEBIAN-PEM"}
+    monkeypatch.setattr(bootloader, "trust_anchors", lambda shim: anchors)
+    monkeypatch.setattr(usb_stage, "trust_anchors", lambda shim: anchors)
     monkeypatch.setattr(bootloader, "SHIM", files["shim"])
     monkeypatch.setattr(bootloader, "MOK_MANAGER", files["mm"])
     monkeypatch.setattr(bootloader, "SIGNED_GRUB", files["gcd"])
@@ -186,10 +192,14 @@ def test_bootloader_commands(config: BuildConfig, host_boot_files: Path,
     out = tmp_path / "out"
     run_stage(BootloaderStage(), config, out, runner)
     programs = runner.programs()
-    assert programs[0] == "mkfs.vfat" and programs[-2:] == ["grub-mkimage", "grub-mkimage"]
+    # the ESP files' signatures are checked, then again as copied out of efi.img
+    assert programs[:4] == ["sbverify", "sbverify", "sbverify", "mkfs.vfat"]
+    assert programs[-2:] == ["grub-mkimage", "grub-mkimage"]
+    verified = [Path(argv[-1]).name for argv in runner.argvs if argv[0] == "sbverify"]
+    assert verified == ["BOOTX64.EFI", "grubx64.efi", "mmx64.efi"] * 2
     mcopies = [argv[-1] for argv in runner.argvs if argv[0] == "mcopy"]
-    assert sorted(mcopies) == ["::/EFI/BOOT/BOOTX64.EFI", "::/EFI/BOOT/grubx64.efi",
-                               "::/EFI/BOOT/mmx64.efi"]
+    assert sorted(m for m in mcopies if m.startswith("::")) == [
+        "::/EFI/BOOT/BOOTX64.EFI", "::/EFI/BOOT/grubx64.efi", "::/EFI/BOOT/mmx64.efi"]
     usb_core, eltorito = (a for a in runner.argvs if a[0] == "grub-mkimage")
     assert "--format=i386-pc" in usb_core
     assert usb_core[usb_core.index("--config") + 1] == str(out / "bios/core.cfg")
