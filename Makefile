@@ -20,7 +20,7 @@ HOST_PACKAGES := debootstrap squashfs-tools xorriso grub-pc-bin grub-efi-amd64-b
 	grub-efi-amd64-signed shim-signed grub-common mtools dosfstools e2fsprogs fdisk \
 	qemu-system-x86 ovmf dialog tmux gpg gpgv gpg-agent apt-utils dpkg-dev rsync zstd \
 	python3 python3-venv python3-dialog python3-tomli-w debian-archive-keyring \
-	ca-certificates openssh-client bmap-tools xz-utils sbsigntool
+	ca-certificates openssh-client bmap-tools xz-utils sbsigntool tesseract-ocr
 
 .PHONY: all deps venv root image iso usb plan test lint unit clean sweep boot write reproduce
 all: image
