@@ -38,6 +38,17 @@ class Plan:
     config: BuildConfig
     steps: list[PlannedStage] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)  # shown before the plan or the build
+    # Filled by execute: seconds each stage that ran took (a cached one is not listed).
+    durations: dict[str, float] = field(default_factory=dict)
+
+    def duration_table(self) -> list[str]:
+        """One line per stage: its time, or that it came from the cache."""
+        lines = []
+        for step in self.steps:
+            seconds = self.durations.get(step.stage.name)
+            shown = f"{seconds:7.1f}s" if seconds is not None else "  cached"
+            lines.append(f"{step.stage.name:<12} {shown}")
+        return lines
 
     def step(self, name: str) -> PlannedStage:
         for step in self.steps:
@@ -193,7 +204,8 @@ def execute(plan: Plan, progress: Progress,
         except BaseException:
             _discard(step.cache, temp)
             raise
-        progress(f"[{name}] done in {time.monotonic() - started:.1f}s")
+        plan.durations[name] = time.monotonic() - started
+        progress(f"[{name}] done in {plan.durations[name]:.1f}s")
     return publish(plan, outputs)
 
 

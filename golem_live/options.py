@@ -95,6 +95,8 @@ def run_plan(plan: Plan) -> list[Path]:
     config.work_dir.mkdir(parents=True, exist_ok=True)
     started = time.monotonic()
     published = execute(plan, progress_printer())
+    for line in plan.duration_table():
+        click.echo(f"  {line}", err=True)
     for path in published:
         click.echo(f"{path} ({path.stat().st_size / 2**20:.0f} MiB)")
     click.echo(f"build finished in {time.monotonic() - started:.1f}s: "

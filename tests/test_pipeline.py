@@ -284,3 +284,16 @@ def test_an_unreachable_source_with_no_build_before_plans_a_run(config: BuildCon
     plan = sourced_plan(config, BuildError("cannot read InRelease"))
     assert plan.steps[0].will_run
     assert plan.notes == ["sourced: cannot read InRelease; its sources could not be looked up"]
+
+
+def test_the_plan_records_how_long_each_stage_ran(config: BuildConfig) -> None:
+    recorder = Recorder()
+    plan = make_plan(config, stages(recorder))
+    execute(plan, lambda m: None, lambda log, progress: RecordingRunner())
+    assert set(plan.durations) == {"first", "second", "third", "final"}
+    assert all(seconds >= 0 for seconds in plan.durations.values())
+    again = make_plan(config, stages(recorder))
+    execute(again, lambda m: None, lambda log, progress: RecordingRunner())
+    assert again.durations == {}
+    assert again.duration_table() == [f"{name:<12}   cached"
+                                      for name in ("first", "second", "third", "final")]
