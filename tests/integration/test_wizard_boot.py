@@ -24,30 +24,20 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
+import re
 import socket
 import subprocess
 import tempfile
 import time
 import tomllib
-from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path
-from typing import BinaryIO
 
 import pytest
 from golemwz.layout import GOLEM_STORAGE_PARTUUID
 
-from boot_test.qemu import (
-    BootOptions,
-    ConsoleWatcher,
-    ProcessConsole,
-    check_host,
-    qemu_argv,
-    stop_process,
-    strip_ansi,
-    watch_console,
-)
+from boot_test.qemu import BootOptions
+from boot_test.session import booted
 from tests.conftest import MEASUREMENTS, BuiltImage
 
 pytestmark = [pytest.mark.root, pytest.mark.boot]
@@ -57,6 +47,8 @@ STORAGE_DIR = "golem-gpu-live"  # the wizard's directory on storage, bound onto 
 SAVED_ON_CONF = "/run/golemwz/conf/golemwz-saved.toml"
 GROWTH = 2**30
 WIZARD_FAILED = "golemwz: error: no compatible GPU"
+# The wizard's final screen then waits on tty1; the tty1 login comes after a key.
+WAITING_FOR_KEY = "golemwz: the final screen stays on tty1 until a key is pressed"
 # Upper bounds only (TCG on a shared machine); nothing asserts how long a boot took.
 BOOT_TIMEOUT = 480.0
 POWEROFF_TIMEOUT = 120.0
@@ -158,6 +150,9 @@ class Boot:
     console: str  # ANSI sequences removed
     seconds: float  # power-on to power-off
     guest: dict[str, str]  # key=value lines printed by the guest script
+    final_screen: str  # tty1 (/dev/vcsu1) while the wizard waits for a key
+    final_state: dict[str, str]  # the guest's state at that moment (FINAL_STATE)
+    after_key: str  # tty1 once the key was pressed and golem logged in
 
 
 def free_port() -> int:
@@ -166,87 +161,96 @@ def free_port() -> int:
         return int(probe.getsockname()[1])
 
 
-def power_down(qmp_socket: Path) -> None:
-    """The ACPI power button, through QMP: systemd shuts the guest down cleanly."""
-    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as qmp:
-        qmp.settimeout(30)
-        qmp.connect(str(qmp_socket))
-        reader = qmp.makefile("rb")
-        reader.readline()  # the greeting
-        for command in ("qmp_capabilities", "system_powerdown"):
-            qmp.sendall(json.dumps({"execute": command}).encode() + b"\n")
-            while "return" not in (reply := json.loads(reader.readline())):
-                assert "error" not in reply, reply
+def key_values(out: str) -> dict[str, str]:
+    return dict(line.split("=", 1) for line in out.splitlines() if "=" in line)
 
 
-@dataclass
-class Guest:
-    """Runs commands in the guest over SSH while draining its serial console."""
-
-    console: ProcessConsole
-    log: BinaryIO
-    port: int
-    key: Path
-
-    def run(self, script: str) -> dict[str, str]:
-        argv = ["ssh", "-i", str(self.key), "-p", str(self.port), "-o", "BatchMode=yes",
-                "-o", "StrictHostKeyChecking=no", "-o", "UserKnownHostsFile=/dev/null",
-                "-o", "ConnectTimeout=30", "-o", "LogLevel=ERROR", "golem@127.0.0.1", script]
-        for _attempt in range(5):  # sshd may still be generating its host keys
-            proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                                    stdin=subprocess.DEVNULL, text=True)
-            while proc.poll() is None:  # a full console pipe would stall the guest
-                watch_console(self.console, ConsoleWatcher(None), 1.0, self.log)
-            out, err = proc.communicate()
-            if proc.returncode != 255:
-                break
-            watch_console(self.console, ConsoleWatcher(None), 5.0, self.log)  # then again
-        assert proc.returncode == 0, f"ssh into the guest: {err.strip()}"
-        return dict(line.split("=", 1) for line in out.splitlines() if "=" in line)
+# While the final screen waits for its key: the VT shown, who holds tty1, whether the
+# boot went on, and golem's password hash (to check the password on the screen).
+FINAL_STATE = """
+echo "active=$(cat /sys/class/tty/tty0/active)"
+echo "tty1=$(ps -t tty1 -o comm= | sort -u | tr '\\n' ' ')"
+echo "wizard=$(systemctl show -p ActiveState,SubState --value golemwz.service | tr '\\n' /)"
+echo "system=$(systemctl is-system-running)"
+echo "provider_marker=$(test -e /run/golemwz/provider-configured && echo yes || echo no)"
+"""
 
 
-def boot_until(image: Path, expect: str, log_path: Path, key: Path, guest_script: str) -> Boot:
-    """Boot the stick under OVMF until `expect` shows on serial, run `guest_script`
-    over SSH, then power off."""
+def boot_until(image: Path, log_path: Path, key: Path, guest_script: str) -> Boot:
+    """Boot the stick under OVMF until the wizard's final screen waits for a key on
+    tty1, read that screen, press a key (QMP), run `guest_script` over SSH, power off."""
     started = time.monotonic()
-    port = free_port()
-    with ExitStack() as stack:
-        temp = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="golem-wzboot-")))
-        qmp_socket = temp / "qmp.sock"
-        # Writable (no snapshot): the second boot must see the first one's writes.
-        options = BootOptions(
-            image=image, media="usb", firmware="uefi", timeout=BOOT_TIMEOUT, expect=expect,
-            log_path=log_path, snapshot=False, extra_args=(
-                "-nic", f"user,model=virtio-net-pci,hostfwd=tcp:127.0.0.1:{port}-:22",
-                "-qmp", f"unix:{qmp_socket},server=on,wait=off"))
-        check_host(options)
-        vars_copy = temp / "OVMF_VARS.fd"
-        shutil.copyfile(options.ovmf_vars, vars_copy)
-        argv = qemu_argv(options, vars_copy)
-        proc = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                                stderr=subprocess.STDOUT, start_new_session=True)
-        stack.callback(stop_process, proc)
-        console = ProcessConsole(proc)
-        guest: dict[str, str] = {}
-        shutdown = "not powered off"
-        with open(log_path, "wb") as log:
-            log.write(f"# {' '.join(argv)}\n".encode())
-            outcome = watch_console(console, ConsoleWatcher(expect), options.timeout, log)
-            if outcome == "matched":
-                guest = Guest(console, log, port, key).run(guest_script)
-                power_down(qmp_socket)
-                # QEMU exits (EOF on the console) once the guest has powered off.
-                shutdown = watch_console(console, ConsoleWatcher(None), POWEROFF_TIMEOUT, log)
-        text = strip_ansi(log_path.read_text(errors="replace"))
-        assert outcome == "matched", \
-            f"{expect!r} never appeared ({outcome}); the console ended with:\n{text[-4000:]}"
-        assert shutdown == "exited", f"the guest did not power off; console:\n{text[-3000:]}"
-        proc.wait(30)
-    return Boot(text, time.monotonic() - started, guest)
+    # Writable (no snapshot): the second boot must see the first one's writes.
+    options = BootOptions(image=image, media="usb", firmware="uefi", timeout=BOOT_TIMEOUT,
+                          log_path=log_path, snapshot=False)
+    final, state, after, guest = "", {}, "", {}
+    powered_off = False
+    with tempfile.TemporaryDirectory(prefix="golem-wzboot-") as temp, \
+            booted(options, Path(temp), log_path.parent, ssh_port=free_port(),
+                   ssh_key=key) as session:
+        waiting = session.wait_serial(WAITING_FOR_KEY, BOOT_TIMEOUT)
+        if waiting:
+            final = session.vt_text(1)
+            state = key_values(session.ssh(FINAL_STATE))
+            password = password_on_screen(final)
+            if password is not None:
+                state.update(key_values(session.ssh(password_check(password))))
+            session.read_screen(log_path.stem + "-final")  # OCR too, kept with the logs
+            session.keys("ret")
+            guest = key_values(session.ssh(guest_script))
+            after = session.vt_text(1)
+            powered_off = session.power_off(POWEROFF_TIMEOUT)
+        text = session.serial_text()
+        ocr_text = session.screens.get(log_path.stem + "-final", "")
+    assert waiting, \
+        f"{WAITING_FOR_KEY!r} never appeared; the console ended with:\n{text[-4000:]}"
+    assert powered_off, f"the guest did not power off; console:\n{text[-3000:]}"
+    print(f"--- {log_path.stem}: tty1 (/dev/vcsu1) before the key\n{final}\n"
+          f"--- {log_path.stem}: the same screen by OCR\n{ocr_text}\n"
+          f"--- {log_path.stem}: tty1 after the key\n{after}")
+    return Boot(text, time.monotonic() - started, guest, final, state, after)
 
 
-# What the guest reports, as key=value lines. First it waits (bounded) for the
-# shell of the tty1 login that golemwz.service's OnFailure= starts.
+def password_on_screen(screen: str) -> str | None:
+    # The line after the announcement, inside the dialog's frame (│ ... │).
+    match = re.search(r"generated at this boot[^\n]*\n[^\n]*?"
+                      r"\b([A-Za-z0-9]{4}(?:-[A-Za-z0-9]{4}){2,})\b", screen)
+    return match.group(1) if match else None
+
+
+def password_check(password: str) -> str:
+    """Whether `password` is golem's (crypt(3) of it against /etc/shadow, via perl-base)."""
+    return f"""hash=$(sudo getent shadow golem | cut -d: -f2)
+echo "password_works=$(perl -e 'print crypt($ARGV[0], $ARGV[1]) eq $ARGV[1] ? "yes" : "no"' \\
+    '{password}' "$hash")"
+"""
+
+
+def assert_final_screen_held(boot: Boot, which: str) -> None:
+    """The final screen was on the active VT, held by the wizard alone, the boot done."""
+    state = boot.final_state
+    assert state.get("active") == "tty1", f"{which}: {state}"
+    assert state.get("tty1", "").split() == ["golemwz"], f"{which}: only the wizard on tty1: " \
+                                                        f"{state}"
+    assert state.get("wizard") == "active/running/", f"{which}: READY sent, key awaited: {state}"
+    assert state.get("system") in ("running", "degraded"), f"{which}: boot blocked: {state}"
+    assert state.get("provider_marker") == "no", f"{which}: {state}"
+    screen = boot.final_screen
+    for line in ("GOLEM provider wizard: FAILED", "Error: no compatible GPU",
+                 "Fix:   install an NVIDIA card", "Node name: qemu-boot-test",
+                 "Reach it:  ssh golem@10.0.2.15",
+                 "Press any key when you have read this: golem is logged in on tty1"):
+        assert line in screen, f"{which}: {line!r} not on tty1:\n{screen}"
+    after = boot.after_key
+    assert "login: golem (automatic login)" in after, f"{which}: tty1 after the key:\n{after}"
+    assert "The GOLEM provider wizard failed at this boot:" in after, after
+    assert "no compatible GPU" in after, after
+    assert "GOLEM provider wizard: FAILED" not in after  # cleared with its password
+
+
+# What the guest reports, as key=value lines, once a key was pressed on the final
+# screen. First it waits (bounded) for the shell of the tty1 login that
+# golemwz.service's OnFailure= then starts.
 GUEST_STATE = f"""
 timeout {GUEST_WAIT_SECONDS} sh -c 'until ps -t tty1 -o user= | grep -qw golem; do sleep 1; done'
 echo "tty1=$(ps -t tty1 -o user=,comm= | awk '$1 == "golem" {{print $1 "/" $2; exit}}')"
@@ -293,7 +297,7 @@ def test_first_boot_configuration_grown_storage_and_a_reboot(
     assert "golemwz.toml" in conf_files(image, built)
 
     # First boot: the first-boot file is read, storage grown, no GPU, tty1 login.
-    first = boot_until(image, WIZARD_FAILED, tmp_path / "boot1.log", key, GUEST_STATE)
+    first = boot_until(image, tmp_path / "boot1.log", key, GUEST_STATE)
     MEASUREMENTS["wizard boot 1 (USB, OVMF, TCG, power-on to power-off)"] = \
         f"{first.seconds:.0f}s"
     expect_lines(first, "boot 1", [
@@ -310,6 +314,12 @@ def test_first_boot_configuration_grown_storage_and_a_reboot(
         "Stopped golem-autologin.service",  # at power-off: it was running
     ])
     assert_fallback_and_storage(first, "boot 1")
+    # The unattended run's final screen (issue 8): on the active VT after the wizard
+    # ended its work, with the password of this boot, which is golem's.
+    assert_final_screen_held(first, "boot 1")
+    assert password_on_screen(first.final_screen), first.final_screen
+    assert first.final_state.get("password_works") == "yes", first.final_state
+    assert password_on_screen(first.final_screen) not in first.after_key
 
     # Between the boots, from the host: grown partition and filesystem, the wizard's
     # directory, the conf partition's files.
@@ -336,7 +346,7 @@ def test_first_boot_configuration_grown_storage_and_a_reboot(
         ext4(image, grown))
 
     # Second boot: the saved configuration, storage as it was, the marker there.
-    second = boot_until(image, WIZARD_FAILED, tmp_path / "boot2.log", key, GUEST_STATE + """
+    second = boot_until(image, tmp_path / "boot2.log", key, GUEST_STATE + """
 echo "marker=$(cat "$HOME/.local/host-marker.txt")"
 echo "written by the guest" > "$HOME/.local/guest-marker.txt" && echo guest_wrote=yes
 """)
@@ -355,6 +365,9 @@ echo "written by the guest" > "$HOME/.local/guest-marker.txt" && echo guest_wrot
     assert "grew Golem storage" not in second.console
     assert "generated a password" not in second.console  # the same password as before
     assert_fallback_and_storage(second, "boot 2")
+    assert_final_screen_held(second, "boot 2")
+    assert password_on_screen(second.final_screen) is None  # restored, not shown again
+    assert "Password of user 'golem': the one shown at an earlier boot." in second.final_screen
     assert second.guest.get("marker") == marker.read_text().strip()
     assert second.guest.get("guest_wrote") == "yes"
     after = read_table(image)
