@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from golemwz.errors import CommandFailed
-from golemwz.layout import GOLEM_STORAGE_PARTUUID
+from golemwz.layout import GOLEM_STORAGE_PARTUUID, SystemLayout
 from golemwz.report import Reporter
 from golemwz.runner import CommandResult
 
@@ -263,6 +263,38 @@ RUNTIME_JSON = [{
     "description": "vm runtime with NVIDIA GPU passthrough",
     "extra-args": ["--cap-handoff", "--runtime-arg=--pci-device=0000:09:00.0"],
 }]
+# The other runtimes GOLEM's packages install next to it (tests/golem_fakes.py:
+# ya-runtime-vm and ya-runtime-wasi-cli), paths relative to the JSON's directory.
+OTHER_RUNTIME_JSONS = {
+    "ya-runtime-vm.json": [{"name": "vm", "version": "0.4.2", "supervisor-path": "exe-unit",
+                            "runtime-path": "ya-runtime-vm/ya-runtime-vm",
+                            "description": "vm runtime", "extra-args": ["--cap-handoff"]}],
+    "ya-runtime-wasi.json": [{"name": "wasmtime", "version": "0.2.4",
+                              "supervisor-path": "exe-unit",
+                              "runtime-path": "ya-runtime-wasi/ya-runtime-wasi",
+                              "description": "wasi runtime",
+                              "extra-args": ["--cap-handoff"]}],
+}
+# ya-installer-resources' manifest bundle (tests/golem_fakes.py ya_installer_resources).
+MANIFEST_BUNDLE = {
+    "whitelist/strict.lst": "crates.io\n",
+    "whitelist/regex.lst": ".*\\.dev\\.golem\\.network\n",
+    "certs/golem-audited.crt": "-----BEGIN CERTIFICATE-----\n",
+    "golem-certs/golem-partner.crt": "-----BEGIN CERTIFICATE-----\n",
+}
+
+
+def install_golem_files(layout: SystemLayout) -> None:
+    """What golem-provider, the runtimes and ya-installer-resources put on the image."""
+    layout.yagna_plugins_dir.mkdir(parents=True, exist_ok=True)
+    (layout.yagna_plugins_dir / "ya-runtime-vm-nvidia.json").write_text(
+        json.dumps(RUNTIME_JSON))
+    for name, runtimes in OTHER_RUNTIME_JSONS.items():
+        (layout.yagna_plugins_dir / name).write_text(json.dumps(runtimes))
+    for relative, text in MANIFEST_BUNDLE.items():
+        path = layout.installer_resources_dir / relative
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(text)
 
 
 class FakeMachine:
@@ -270,8 +302,6 @@ class FakeMachine:
 
     def __init__(self, root: Path, *, golem: bool = True, gpu: bool = True,
                  boot_vga: bool = False) -> None:
-        from golemwz.layout import SystemLayout
-
         self.root = root
         self.layout = SystemLayout.under(root)
         self.sysfs = FakeSysfs(self.layout.sysfs_root).with_iommu()
@@ -292,9 +322,7 @@ class FakeMachine:
             bin_dir = self.layout.bin_dirs[1]
             bin_dir.mkdir(parents=True)
             (bin_dir / "golemsp").write_text("#!/bin/sh\n")
-            self.layout.yagna_plugins_dir.mkdir(parents=True)
-            (self.layout.yagna_plugins_dir / "ya-runtime-vm-nvidia.json").write_text(
-                json.dumps(RUNTIME_JSON))
+            install_golem_files(self.layout)
         self.console = root / "console"
         self.kernel = KernelStandIn(self.sysfs, self.layout.dev_root)
         storage_sectors = 8 * 2**30 // 512 - 8 * 2**20 - 2048 - 34

@@ -37,7 +37,10 @@ class SystemLayout:
     golem_home: Path = Path("/home/golem")
     bin_dirs: tuple[Path, ...] = (Path("/usr/local/bin"), Path("/usr/bin"), Path("/bin"))
     yagna_plugins_dir: Path = Path("/usr/lib/yagna/plugins")
-    installer_resources_dir: Path = Path("/usr/share/ya-installer-resources")
+    # The manifest bundle (whitelist/, certs/, golem-certs/) of ya-installer-resources:
+    # its deb installs it here (GOLEM's ya-installer-resources packaging; upstream
+    # golem-gpu-live rootfs/golemwz.py passes this path to `golemsp manifest-bundle add`).
+    installer_resources_dir: Path = Path("/usr/lib/yagna/installer")
     # Read by golem-provider.service through `EnvironmentFile=-`.
     provider_env_file: Path = Path("/etc/default/golem-provider")
     # On the root filesystem, not on the storage being grown: survives the grow.
@@ -68,7 +71,7 @@ class SystemLayout:
             golem_home=root / "home/golem",
             bin_dirs=tuple(root / str(d).lstrip("/") for d in default.bin_dirs),
             yagna_plugins_dir=root / "usr/lib/yagna/plugins",
-            installer_resources_dir=root / "usr/share/ya-installer-resources",
+            installer_resources_dir=root / "usr/lib/yagna/installer",
             provider_env_file=root / "etc/default/golem-provider",
             state_dir=root / "var/lib/golemwz",
             conf_mount_dir=root / "run/golemwz/conf",

@@ -24,41 +24,69 @@ from golemwz.runner import Runner
 
 RUNTIME_NAME = "vm-nvidia"
 RUNTIME_FILE = "ya-runtime-vm-nvidia.json"
+# ya-provider reads the runtimes of ONE directory: ~/.local/lib/yagna/plugins/ya-*.json
+# when that directory exists, else /usr/lib/yagna/plugins/ya-*.json (yagna
+# agent/provider/src/startup_config.rs default_plugins). Once the wizard has made the
+# user directory, every packaged runtime (vm, wasi, vm-nvidia) must be copied there.
+RUNTIME_GLOB = "ya-*.json"
 PRESET_NAME = "vm-nvidia"
 PCI_DEVICE_ARG = "--runtime-arg=--pci-device="
 PATH_KEYS = ("supervisor-path", "runtime-path")
 SECONDS_PER_HOUR = Decimal(3600)
+# What `golemsp manifest-bundle add DIR` reads with fs::read_dir, a missing one being an
+# error (yagna golem_cli/src/manifest.rs: add_whitelisted_domains, set_audited_payload_rules,
+# set_partner_rules).
+MANIFEST_BUNDLE_DIRS = ("whitelist", "certs", "golem-certs")
 
 
 @dataclass(frozen=True)
 class ProviderSettings:
-    glm_account: str
+    glm_account: str  # "" means the node's own wallet (golem-gpu-imager's empty field)
     glm_per_hour: Decimal
     init_price: Decimal
     node_name: str | None
 
 
-def configure_runtime_json(source: Path, gpus: Sequence[PciAddress]) -> list[dict[str, object]]:
-    """The runtime descriptors with absolute paths and one --pci-device per GPU.
+def _reinstall_fix(source: Path) -> str:
+    return f"reinstall the package that installed it (dpkg -S {source})"
 
-    The copy lives in ~/.local/lib/yagna/plugins, so paths relative to the
-    packaged file must become absolute. Earlier --pci-device arguments are
-    replaced, so a GPU no longer selected disappears.
-    """
+
+def read_runtime_json(source: Path) -> list[dict[str, object]]:
+    """A runtime descriptor: a JSON list of objects, with paths made absolute.
+
+    Relative supervisor/runtime paths are relative to the JSON file's own directory
+    (how ya-provider resolves them, startup_config.rs), so the copy in the user
+    directory must carry absolute ones."""
     try:
         runtimes = json.loads(source.read_text())
     except (OSError, ValueError) as error:
         raise WizardError(f"cannot read the runtime description {source}: {error}",
-                          "reinstall ya-runtime-vm-nvidia") from None
-    found = False
+                          _reinstall_fix(source)) from None
+    if not isinstance(runtimes, list) or not all(isinstance(r, dict) for r in runtimes):
+        raise WizardError(f"{source} is not a list of runtime descriptions",
+                          _reinstall_fix(source))
     for runtime in runtimes:
         for key in PATH_KEYS:
-            if key in runtime and not Path(runtime[key]).is_absolute():
-                runtime[key] = str(source.parent / runtime[key])
+            value = runtime.get(key)
+            if isinstance(value, str) and not Path(value).is_absolute():
+                runtime[key] = str(source.parent / value)
+    return runtimes
+
+
+def configure_runtime_json(source: Path, gpus: Sequence[PciAddress]) -> list[dict[str, object]]:
+    """The vm-nvidia descriptors with absolute paths and one --pci-device per GPU.
+
+    Earlier --pci-device arguments are replaced, so a GPU no longer selected disappears.
+    """
+    runtimes = read_runtime_json(source)
+    found = False
+    for runtime in runtimes:
         if runtime.get("name") != RUNTIME_NAME:
             continue
         found = True
-        kept = [a for a in runtime.get("extra-args", []) if not a.startswith(PCI_DEVICE_ARG)]
+        extra = runtime.get("extra-args", [])
+        kept = [a for a in extra if not str(a).startswith(PCI_DEVICE_ARG)] \
+            if isinstance(extra, list) else []
         runtime["extra-args"] = kept + [f"{PCI_DEVICE_ARG}{gpu}" for gpu in sorted(set(gpus))]
     if not found:
         raise WizardError(f"{source} describes no '{RUNTIME_NAME}' runtime",
@@ -66,12 +94,37 @@ def configure_runtime_json(source: Path, gpus: Sequence[PciAddress]) -> list[dic
     return runtimes
 
 
-def install_runtime_json(layout: SystemLayout, gpus: Sequence[PciAddress]) -> Path:
-    runtimes = configure_runtime_json(layout.yagna_plugins_dir / RUNTIME_FILE, gpus)
-    target = layout.user_plugins_dir / RUNTIME_FILE
-    target.parent.mkdir(parents=True, exist_ok=True)
-    target.write_text(json.dumps(runtimes, indent=2) + "\n")
-    return target
+def install_runtimes(layout: SystemLayout, gpus: Sequence[PciAddress]) -> list[Path]:
+    """Copy every packaged ya-*.json into the user plugins directory (absolute paths),
+    the GPUs added to the vm-nvidia one. Returns the copies, vm-nvidia's first."""
+    nvidia_source = layout.yagna_plugins_dir / RUNTIME_FILE
+    if not nvidia_source.is_file():
+        raise WizardError(f"{nvidia_source} does not exist",
+                          "install ya-runtime-vm-nvidia (apt install ya-runtime-vm-nvidia)")
+    sources = [nvidia_source] + sorted(
+        p for p in layout.yagna_plugins_dir.glob(RUNTIME_GLOB) if p.name != RUNTIME_FILE)
+    layout.user_plugins_dir.mkdir(parents=True, exist_ok=True)
+    copies = []
+    for source in sources:
+        runtimes = (configure_runtime_json(source, gpus) if source == nvidia_source
+                    else read_runtime_json(source))
+        target = layout.user_plugins_dir / source.name
+        target.write_text(json.dumps(runtimes, indent=2) + "\n")
+        copies.append(target)
+    return copies
+
+
+def check_manifest_bundle(bundle: Path) -> None:
+    """The bundle golemsp adds must be whole: without it the node has no GOLEM
+    certificate and no outbound whitelist, so this is an error, never a skip."""
+    missing = [name for name in MANIFEST_BUNDLE_DIRS if not (bundle / name).is_dir()]
+    if not bundle.is_dir() or missing:
+        what = (f"{bundle} does not exist" if not bundle.is_dir()
+                else f"the manifest bundle {bundle} has no {', '.join(missing)} directory")
+        raise WizardError(f"{what} (golemsp manifest-bundle add needs "
+                          f"{', '.join(d + '/' for d in MANIFEST_BUNDLE_DIRS)})",
+                          "reinstall ya-installer-resources "
+                          "(apt install --reinstall ya-installer-resources)")
 
 
 # Inside double quotes systemd's EnvironmentFile parser (and a shell) unescapes
@@ -129,14 +182,17 @@ def setup_provider(settings: ProviderSettings, layout: SystemLayout, runner: Run
     def as_golem(*argv: str) -> str:
         return runner.run(_as_golem(argv), env=env).stdout
 
+    check_manifest_bundle(layout.installer_resources_dir)  # before changing anything
     as_golem("golemsp", "setup", "--no-interactive")
     as_golem("ya-provider", "pre-install")
-    if layout.installer_resources_dir.is_dir():
-        as_golem("golemsp", "manifest-bundle", "add", str(layout.installer_resources_dir))
-    identity = ["--account", settings.glm_account]
+    as_golem("golemsp", "manifest-bundle", "add", str(layout.installer_resources_dir))
+    # An empty account is the node's own wallet: no --account (golemsp's NodeId parser
+    # refuses ""), as golem-gpu-imager's "Leave empty to use the node's default wallet".
+    identity = ["--account", settings.glm_account] if settings.glm_account else []
     if settings.node_name:
         identity = ["--node-name", settings.node_name, *identity]
-    as_golem("golemsp", "settings", "set", *identity)
+    if identity:
+        as_golem("golemsp", "settings", "set", *identity)
     pricing = [
         "--exe-unit", RUNTIME_NAME, "--pricing", "linear",
         "--price", f"Duration={duration_price(settings.glm_per_hour)}",

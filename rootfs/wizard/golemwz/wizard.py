@@ -486,10 +486,12 @@ class Wizard:
         return gpus, tuple(sorted(devices))
 
     def configure_provider(self, gpus: tuple[PciAddress, ...]) -> None:
-        target = provider.install_runtime_json(self.layout, gpus)
-        self.step(f"runtime {provider.RUNTIME_NAME} configured in {target} for "
+        copies = provider.install_runtimes(self.layout, gpus)
+        self.step(f"runtime {provider.RUNTIME_NAME} configured in {copies[0]} for "
                   + ", ".join(map(str, gpus)))
-        self.step(f"supervisor and runtime paths point to {self.layout.yagna_plugins_dir}")
+        self.step(f"runtimes offered from {self.layout.user_plugins_dir}: "
+                  + ", ".join(c.name for c in copies) + "; supervisor and runtime paths "
+                  f"point to {self.layout.yagna_plugins_dir}")
         env = self.settings.env or ()
         if provider.write_env_file(self.layout.provider_env_file, env):
             self.step(f"provider environment written to {self.layout.provider_env_file}")
