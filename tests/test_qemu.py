@@ -466,3 +466,39 @@ def test_ocr_text_is_matched_word_by_word_with_tolerance(text: str, phrase: str,
     from boot_test.screen import contains
 
     assert contains(text, phrase) is expected
+
+
+# --- boot_test.session: a booted guest with QMP and a forwarded SSH port --------------
+
+
+def test_session_boots_with_qmp_and_ssh_forwarding_and_stops_qemu(
+        fake_qemu: Path, tmp_path: Path) -> None:
+    from boot_test.qemu import NO_AUTOSTART_ENTRY
+    from boot_test.session import booted
+
+    temp = tmp_path / "temp"
+    temp.mkdir()
+    options = boot_options(fake_qemu, tmp_path)
+    with booted(options, temp, tmp_path, ssh_port=2222, ssh_key=tmp_path / "key") as session:
+        menu = ConsoleWatcher("skip_autostart", [select_menu_entry(NO_AUTOSTART_ENTRY)])
+        assert session.wait_serial("skip_autostart", 10, menu)
+        assert session.wait_serial("GNU GRUB", 0)  # already seen: no waiting
+        assert not session.wait_serial("never printed", 0.5)
+        assert "Command line: boot=live skip_autostart" in session.serial_text()
+    argv = (tmp_path / "qemu.argv").read_text().splitlines()
+    assert f"unix:{temp / 'qmp.sock'},server=on,wait=off" in argv
+    assert "user,model=virtio-net-pci,hostfwd=tcp:127.0.0.1:2222-:22" in argv
+    assert process_gone(tmp_path / "qemu.pid")
+
+
+def test_session_without_ssh_refuses_ssh(fake_qemu: Path, tmp_path: Path) -> None:
+    from boot_test.session import booted
+
+    temp = tmp_path / "temp"
+    temp.mkdir()
+    with booted(boot_options(fake_qemu, tmp_path), temp, tmp_path) as session:
+        assert session.wait_serial("GNU GRUB", 10)  # it has started (and written its argv)
+        with pytest.raises(RuntimeError, match="booted without SSH access"):
+            session.ssh("true")
+    argv = (tmp_path / "qemu.argv").read_text().splitlines()
+    assert "user,model=virtio-net-pci" in argv
