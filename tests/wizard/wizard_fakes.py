@@ -29,7 +29,7 @@ class FakeSysfs:
     def add(self, slot: str, *, vendor: int = 0x10DE, device: int = 0x2684,
             cls: int = 0x030000, group: int | None = None, driver: str | None = None,
             bridge: bool = False, boot_vga: bool | None = None,
-            consumers: Sequence[str] = ()) -> Path:
+            consumers: Sequence[str] = (), header_type: int | None = None) -> Path:
         real = self.root / "devices" / f"pci{slot[:-8]}" / slot
         real.mkdir(parents=True)
         (real / "class").write_text(f"0x{cls:06x}\n")
@@ -37,6 +37,8 @@ class FakeSysfs:
         (real / "device").write_text(f"0x{device:04x}\n")
         if bridge:
             (real / "pci_bus").mkdir()
+        if header_type is not None:  # the config space's first 64 bytes, type at 0x0e
+            (real / "config").write_bytes(bytes(0x0E) + bytes([header_type]) + bytes(49))
         if boot_vga is not None:
             (real / "boot_vga").write_text("1\n" if boot_vga else "0\n")
         for consumer in consumers:

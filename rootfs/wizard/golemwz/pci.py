@@ -15,6 +15,12 @@ NVIDIA_VENDOR = 0x10DE
 VGA_CLASS = 0x0300
 DISPLAY_3D_CLASS = 0x0302  # datacenter cards (A100, H100, L4...) have no VGA function
 BRIDGE_CLASS = 0x0604
+# Host bridges (AMD's "Dummy Host Bridge" 1022:1482 shares the GPU's group on many
+# boards). Upstream's relaxed mode accepts classes 0600 and 0604 (golem-gpu-live
+# rootfs/golemwz.py RELAXED_PCI_CLASSES); here a host bridge counts only when it is
+# provably passive, see _is_passive_host_bridge.
+HOST_BRIDGE_CLASS = 0x0600
+NORMAL_HEADER_TYPE = 0
 # Configuration space byte 0x0e, low 7 bits: 1 a PCI-to-PCI bridge, 2 a CardBus
 # bridge, the only headers with a secondary bus (PCI Local Bus spec, 6.1).
 HEADER_TYPE_OFFSET = 0x0E
@@ -32,6 +38,7 @@ CLASS_NAMES = {
     0x0200: "Ethernet controller",
     0x0280: "network controller",
     BRIDGE_CLASS: "PCI bridge",
+    HOST_BRIDGE_CLASS: "host bridge",
 }
 
 IOMMU_OFF_HELP = (
@@ -84,6 +91,17 @@ class PciDevice:
     is_bridge: bool
     boot_vga: bool
     consumers: tuple[PciAddress, ...]
+    header_type: int | None = None  # None: the config space could not be read
+
+    def is_passive_host_bridge(self) -> bool:
+        """A host bridge the VM's GPU may share a group with (relaxed mode).
+
+        The class alone proves nothing (a DMA-capable endpoint may claim any class), so
+        also: a type 0 header read from the config space (unreadable: not accepted),
+        and no driver, so the host does not use it; vfio also counts a device without
+        driver as viable, so it need not be bound to vfio-pci."""
+        return (self.base_class == HOST_BRIDGE_CLASS and not self.is_bridge
+                and self.header_type == NORMAL_HEADER_TYPE and self.driver is None)
 
     @property
     def base_class(self) -> int:
@@ -154,6 +172,7 @@ def read_device(sysfs_root: Path, address: PciAddress) -> PciDevice:
         is_bridge=_is_bridge(path),
         boot_vga=boot_vga,
         consumers=tuple(consumers),
+        header_type=_header_type(path),
     )
 
 
@@ -272,21 +291,27 @@ def _assess(sysfs_root: Path, gpu: PciDevice, relax_bridges: bool,
     for member in members:
         if member.address.same_card(gpu.address) or member.address in gpu.consumers:
             continue
-        if member.is_bridge and relax_bridges:
+        if relax_bridges and (member.is_bridge or member.is_passive_host_bridge()):
             continue
         intruders.append(member)
-    non_bridges = tuple(m.address for m in members if not m.is_bridge) or (gpu.address,)
+    # Bridges and passive host bridges stay as they are: vfio-pci is for endpoints.
+    non_bridges = tuple(m.address for m in members
+                        if not (m.is_bridge or m.is_passive_host_bridge())) or (gpu.address,)
     if not intruders:
         bridges = [str(m.address) for m in members if m.is_bridge]
+        hosts = [str(m.address) for m in members if m.is_passive_host_bridge()]
         reason = f"IOMMU group {gpu.iommu_group} holds only this card"
-        return True, reason + (f" and PCI bridge {', '.join(bridges)}" if bridges else ""), \
-            non_bridges
+        reason += f" and PCI bridge {', '.join(bridges)}" if bridges else ""
+        reason += f" and host bridge {', '.join(hosts)}" if hosts else ""
+        return True, reason, non_bridges
     listing = ", ".join(_describe(m) for m in members)
     reason = (f"IOMMU group {gpu.iommu_group} is shared with "
               + ", ".join(_describe(m) for m in intruders)
               + f" (group: {listing}); move the card to another slot")
-    if all(m.is_bridge for m in intruders):
+    if all(m.is_bridge or m.is_passive_host_bridge() for m in intruders):
         reason += " or allow bridges (drop --no-relax-gpu-isolation)"
+    elif any(m.base_class == HOST_BRIDGE_CLASS and m.driver for m in intruders):
+        reason += " (a host bridge with a driver is in use by the host)"
     return False, reason, non_bridges
 
 
