@@ -31,6 +31,7 @@ class StandinRunner:
 
     def __init__(self, bin_dir: Path) -> None:
         self.bin_dir = bin_dir
+        self.other: list[tuple[str, ...]] = []  # commands not under test (chown ...)
         bin_dir.mkdir(parents=True, exist_ok=True)
         for program in ("golemsp", "ya-provider"):
             link = bin_dir / program
@@ -42,6 +43,9 @@ class StandinRunner:
         args = list(argv)
         if args[:2] == ["runuser", "-u"] and "--" in args:
             args = args[args.index("--") + 1:]
+        if args[0] not in ("golemsp", "ya-provider"):
+            self.other.append(tuple(argv))
+            return CommandResult(tuple(argv), 0, "")
         proc = subprocess.run([sys.executable, str(self.bin_dir / args[0]), *args[1:]],
                               input=input, capture_output=True,
                               env={"PATH": os.environ["PATH"], **(env or {})}, check=False)
@@ -99,6 +103,18 @@ def test_the_wizards_provider_setup_is_accepted_first_run_and_rerun(tmp_path: Pa
     assert state["preset-activate"] == [PRESET_NAME, PRESET_NAME]
     (bundle, _) = state["manifest-bundles"]
     assert len(bundle["whitelist"]) == 2 and len(bundle["golem-certs"]) == 1
+
+
+def test_the_wizards_setup_for_the_nodes_own_wallet_is_accepted(tmp_path: Path) -> None:
+    """golem-gpu-imager's empty glm_account: golemsp's NodeId parser refuses `""`."""
+    layout = SystemLayout.under(tmp_path / "root")
+    layout.golem_home.mkdir(parents=True)
+    install_bundle(layout.installer_resources_dir)
+    settings = ProviderSettings(glm_account="", glm_per_hour=Decimal("1"),
+                                init_price=Decimal("0"), node_name=None)
+    setup_provider(settings, layout, StandinRunner(tmp_path / "bin"))
+    recorded = calls(layout.golem_home)
+    assert all(c["status"] == "ok" for c in recorded), recorded
 
 
 @pytest.mark.parametrize(("program", "args", "message"), [
