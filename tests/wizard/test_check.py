@@ -31,13 +31,13 @@ def test_a_good_file_is_valid_and_nothing_is_touched(
 def test_every_error_is_listed_with_its_key_and_fix(
         tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     text = (FULL_FIRST_BOOT.replace('"0.36"', '"1e15"').replace('"rig-7"', '"my rig!"')
-            .replace("gpu_pci_slot = \"auto\"\n", "") + 'PATH = "/run/golemwz/conf"\n')
+            .replace("accepted_terms = true\n", "") + 'PATH = "/run/golemwz/conf"\n')
     status, out = check(tmp_path, text, capsys)
     assert status == 2
     lines = out.splitlines()
     assert lines[-1].endswith(": 4 errors")
     keys = [line.split(":")[0] for line in lines[:-1]]
-    assert keys == ["glm_node_name", "glm_per_hour", "env.PATH", "gpu_pci_slot"]
+    assert keys == ["glm_node_name", "glm_per_hour", "env.PATH", "accepted_terms"]
     assert all(" — " in line for line in lines[:-1])  # each names its fix
 
 

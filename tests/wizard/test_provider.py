@@ -76,6 +76,7 @@ def test_provider_argv_sequence_creates_the_preset(layout: SystemLayout) -> None
     settings = ProviderSettings(ACCOUNT, Decimal("0.36"), Decimal("0.5"), "rig-7")
     setup_provider(settings, layout, runner)
     assert runner.argvs == [
+        ("chown", "-R", "golem:golem", str(layout.local_dir)),  # the terms tag's directories
         as_golem("golemsp", "setup", "--no-interactive"),
         as_golem("ya-provider", "pre-install"),
         as_golem("golemsp", "manifest-bundle", "add", str(layout.installer_resources_dir)),
@@ -86,7 +87,7 @@ def test_provider_argv_sequence_creates_the_preset(layout: SystemLayout) -> None
         as_golem("ya-provider", "preset", "activate", "vm-nvidia"),
     ]
     assert all(call.env == {"HOME": str(layout.golem_home), "USER": "golem"}
-               for call in runner.calls)
+               for call in runner.calls[1:])
 
 
 def test_existing_preset_is_updated(layout: SystemLayout) -> None:
@@ -182,3 +183,16 @@ def test_an_empty_account_is_the_nodes_own_wallet_no_account_flag(
     setup_provider(ProviderSettings("", Decimal("0.36"), Decimal("0"), "rig-7"), layout, runner)
     assert runner.matching(*as_golem("golemsp", "settings")) == [
         as_golem("golemsp", "settings", "set", "--node-name", "rig-7")]
+
+
+def test_the_terms_tag_of_golems_installer_is_written_and_given_to_golem(
+        layout: SystemLayout) -> None:
+    """GOLEM's installer (join.golem.network as-provider, check_terms_of_use) takes
+    ~/.local/share/ya-installer/terms/testnet-01.tag for accepted terms."""
+    (layout.local_dir / "share").mkdir(parents=True)  # yagna's, already golem's
+    runner = RecordingRunner()
+    setup_provider(ProviderSettings(ACCOUNT, Decimal("0.36"), Decimal("0"), None), layout, runner)
+    tag = layout.local_dir / "share/ya-installer/terms/testnet-01.tag"
+    assert tag.is_file() and tag.read_text() == ""
+    assert runner.argvs[0] == ("chown", "-R", "golem:golem",
+                               str(layout.local_dir / "share/ya-installer"))

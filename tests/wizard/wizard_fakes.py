@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from golemwz.errors import CommandFailed
-from golemwz.layout import GOLEM_STORAGE_PARTUUID, SystemLayout
+from golemwz.layout import CONF_PARTUUID, GOLEM_STORAGE_PARTUUID, SystemLayout
 from golemwz.report import Reporter
 from golemwz.runner import CommandResult
 
@@ -228,7 +228,8 @@ def image_partitions(storage_mountpoint: str | None = None) -> list[dict[str, ob
     return [
         partition(1, "EFI System", "vfat", "11111111-0000-0000-0000-000000000001"),
         partition(2, "BIOS boot partition", None, "11111111-0000-0000-0000-000000000002"),
-        partition(3, "Golem conf storage", "vfat", "11111111-0000-0000-0000-000000000003"),
+        # The PARTUUID GOLEM's imager looks for (golem-gpu-imager src/disk.rs).
+        partition(3, "Golem conf storage", "vfat", CONF_PARTUUID),
         partition(4, "Golem root filesystem", "ext4", "11111111-0000-0000-0000-000000000004",
                   mountpoint="/"),
         partition(5, "Golem storage", "ext4", GOLEM_STORAGE_PARTUUID,
@@ -303,7 +304,7 @@ class FakeMachine:
     """A whole machine under a temporary directory, as the wizard sees it."""
 
     def __init__(self, root: Path, *, golem: bool = True, gpu: bool = True,
-                 boot_vga: bool = False) -> None:
+                 boot_vga: bool = False, uefi: bool = True) -> None:
         self.root = root
         self.layout = SystemLayout.under(root)
         self.sysfs = FakeSysfs(self.layout.sysfs_root).with_iommu()
@@ -313,6 +314,8 @@ class FakeMachine:
             self.sysfs.add_rtx_card(group=1)
             if boot_vga:
                 (self.sysfs.root / "bus/pci/devices/0000:01:00.0/boot_vga").write_text("1\n")
+        if uefi:  # the kernel makes /sys/firmware/efi on a UEFI boot only
+            (self.layout.sysfs_root / "firmware/efi").mkdir(parents=True)
         size_file = self.layout.sysfs_root / "class/block/sda/size"
         size_file.parent.mkdir(parents=True)
         size_file.write_text(f"{32 * 2**30 // 512}\n")

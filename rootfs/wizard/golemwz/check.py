@@ -11,14 +11,23 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TextIO
 
-from golemwz.config import parse_layer, read_toml
+from golemwz.config import (
+    UNATTENDED_DEFAULTS,
+    merge_env,
+    parse_env_file,
+    parse_layer,
+    read_text,
+    read_toml,
+)
 from golemwz.errors import ConfigError
+from golemwz.layout import FIRST_BOOT_FILE_NAME, GOLEM_ENV_FILE_NAME
 
-# What an unattended boot (non_interactive_install = true) stops without. The GLM
+# What an unattended boot (non_interactive_install = true) stops without; the keys of
+# config.UNATTENDED_DEFAULTS it fills in (wizard.Wizard.obtain) and says so. The GLM
 # keys are needed only where GOLEM's packages are installed (the golem-provider
 # image, not gpu-node), which a laptop cannot tell: they are notes, not errors.
-UNATTENDED_REQUIRED = ("accepted_terms", "storage_partition", "gpu_pci_slot")
-UNATTENDED_GLM = ("glm_account", "glm_per_hour", "init_price")
+UNATTENDED_REQUIRED = ("accepted_terms",)
+UNATTENDED_GLM = ("glm_account", "glm_per_hour")
 
 
 def check_file(path: Path) -> tuple[list[ConfigError], list[str]]:
@@ -32,6 +41,24 @@ def check_file(path: Path) -> tuple[list[ConfigError], list[str]]:
                             "give the path of a golemwz.toml or golemwz-saved.toml")], []
     settings, errors = parse_layer(data, str(path))
     notes: list[str] = []
+    # The boot merges golem.env (GOLEM's imager writes it beside golemwz.toml) under the
+    # first-boot file's [env]; a saved configuration is read alone.
+    env_path = path.with_name(GOLEM_ENV_FILE_NAME)
+    if path.name == FIRST_BOOT_FILE_NAME:
+        try:
+            env_text = read_text(env_path, GOLEM_ENV_FILE_NAME)
+        except ConfigError as unreadable:
+            env_text, errors = None, errors + [unreadable]
+        if env_text is not None:
+            env, env_errors = parse_env_file(env_text, str(env_path))
+            errors += env_errors
+            merged = merge_env(env, settings.env)
+            notes.append(f"{env_path} is read too: the provider gets "
+                         + (", ".join(name for name, _value in merged or ()) or "no variable")
+                         + f" ({FIRST_BOOT_FILE_NAME}'s [env] wins)")
+    if settings.configuration_server:
+        notes.append(f"configuration_server {settings.configuration_server} is kept, but "
+                     "this image does not poll it yet")
     if settings.non_interactive_install:
         for key in UNATTENDED_REQUIRED:
             if getattr(settings, key) is None and not any(e.key == key for e in errors):
@@ -44,6 +71,9 @@ def check_file(path: Path) -> tuple[list[ConfigError], list[str]]:
                 "write accepted_terms = true once you accept the terms"))
         notes += [f"{key} is missing: needed on the golem-provider image (unattended)"
                   for key in UNATTENDED_GLM
+                  if getattr(settings, key) is None and not any(e.key == key for e in errors)]
+        notes += [f"{key} is missing: the unattended boot takes {default}"
+                  for key, default in UNATTENDED_DEFAULTS.items()
                   if getattr(settings, key) is None and not any(e.key == key for e in errors)]
     return errors, notes
 

@@ -2,9 +2,10 @@
 
 Three layers, highest first: command-line flags, the saved configuration
 (golemwz-saved.toml on the `Golem conf storage` partition, seen as ~/.golemwz.toml:
-see confstore), the first-boot golemwz.toml on that partition. Every value is
-validated by the same function whatever its source, so a bad value gets the same
-message naming the key, the value and the fix.
+see confstore), the first-boot golemwz.toml on that partition, with the KEY=VALUE
+lines of golem.env beside it merged under its [env] table (both written by GOLEM's
+imager, golem-gpu-imager). Every value is validated by the same function whatever
+its source, so a bad value gets the same message naming the key, the value and the fix.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ import os
 import re
 import tempfile
 import tomllib
+import urllib.parse
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, fields
 from decimal import Decimal
@@ -39,9 +41,13 @@ PROVIDER_ENV_NAMES = frozenset({
     "YA_ACCOUNT", "YA_PAYMENT_NETWORK", "YA_PAYMENT_NETWORK_GROUP",
     "YA_RT_CORES", "YA_RT_MEM", "YA_RT_STORAGE",
     "YAGNA_APPKEY", "YAGNA_API_URL", "GSB_URL",
-    "YAGNA_METRICS_URL", "YAGNA_METRICS_GROUP",
+    "YAGNA_METRICS_URL", "YAGNA_METRICS_GROUP", "YAGNA_METRICS_JOB_NAME",
+    # The Mk1 central net's address (yagna core/net/src/central/service.rs); written by
+    # golem-gpu-imager with the metrics ones (src/disk/configuration.rs to_env_content).
+    "CENTRAL_NET_HOST",
     "NODE_NAME", "SUBNET", "RUST_LOG", "RUST_BACKTRACE",
 })
+MAX_URL_LENGTH = 2048
 # fullmatch, never `$`: in a Python regex `$` also matches before a trailing newline.
 _ENV_NAME = re.compile(r"[A-Z][A-Z0-9_]*")
 # Prices: a plain decimal in GLM, no sign, exponent, '_' or NaN. GLM has 18 decimals;
@@ -69,6 +75,8 @@ class Settings:
     vfio_devices: tuple[PciAddress, ...] | None = None
     ssh_keys: tuple[str, ...] | None = None
     non_interactive_install: bool | None = None
+    # golem-gpu-imager's configuration server: validated and kept, not polled yet.
+    configuration_server: str | None = None
     env: tuple[tuple[str, str], ...] | None = None  # sorted (name, value) pairs
 
     def merged_over(self, lower: Settings) -> Settings:
@@ -82,6 +90,15 @@ class Settings:
 
 
 KEYS = tuple(f.name for f in fields(Settings))
+# What an unattended run (non_interactive_install = true) takes for a key it is not given:
+# GOLEM's imager leaves these out of its non-interactive golemwz.toml (golem-gpu-imager
+# src/disk/configuration.rs to_toml_content writes no storage_partition, gpu_pci_slot or
+# init_price). wizard.py applies them, check.py reports them.
+UNATTENDED_DEFAULTS = {
+    "storage_partition": "'Golem storage' of the stick booted from",
+    "gpu_pci_slot": 'every isolated NVIDIA GPU ("auto")',
+    "init_price": "0 GLM",
+}
 
 
 def _show(value: object) -> str:
@@ -120,10 +137,38 @@ def _price(key: str, value: object) -> Decimal:
 
 
 def _account(key: str, value: object) -> str:
+    """0x and 40 hex digits, or "": the node's own wallet (golem-gpu-imager writes
+    glm_account = "" for "Leave empty to use the node's default wallet",
+    src/ui/configuration/view.rs view_wallet_address_field)."""
+    if isinstance(value, str) and not value.strip():
+        return ""
     if not isinstance(value, str) or not _ACCOUNT.match(value.strip()):
         raise _bad(key, value, "an account (0x followed by 40 hex digits)",
-                   f'copy your wallet address in quotes: {key} = "0x{"0" * 40}"')
+                   f'copy your wallet address in quotes: {key} = "0x{"0" * 40}", '
+                   f'or {key} = "" for the node\'s own wallet')
     return value.strip()
+
+
+def _https_url(key: str, value: object) -> str | None:
+    """An https URL with a host; "" is none (golem-gpu-imager's from_toml_content skips
+    an empty configuration_server)."""
+    fix = f'write {key} = "https://host/path", or remove the key'
+    if not isinstance(value, str):
+        raise _bad(key, value, "an https URL", fix)
+    text = value.strip()
+    if not text:
+        return None
+    if len(text) > MAX_URL_LENGTH or any(c.isspace() or not c.isprintable() for c in text):
+        raise _bad(key, value, "an https URL", fix)
+    try:
+        parts = urllib.parse.urlsplit(text)
+        host = parts.hostname
+        _ = parts.port  # a bad port raises ValueError only when asked for
+    except ValueError:
+        raise _bad(key, value, "an https URL", fix) from None
+    if parts.scheme.lower() != "https" or not host:
+        raise _bad(key, value, "an https URL", fix)
+    return text
 
 
 def _node_name(key: str, value: object) -> str:
@@ -178,26 +223,79 @@ def _ssh_keys(key: str, value: object) -> tuple[str, ...]:
     return tuple(keys)
 
 
+def _env_setting(name: str, setting: object, example: str) -> None:
+    """One provider variable: an allowed name and a one-line string (ConfigError)."""
+    shown = _show(name)[1:-1]  # a key's newline or quote is shown escaped, not raw
+    if not _ENV_NAME.fullmatch(name):
+        raise _bad(f"env.{shown}", name, "a variable name",
+                   "use capital letters, digits and '_', e.g. YA_NET_TYPE")
+    if name not in PROVIDER_ENV_NAMES:
+        raise _bad(f"env.{shown}", name, "a GOLEM provider variable",
+                   "the provider environment allows only: "
+                   + ", ".join(sorted(PROVIDER_ENV_NAMES)))
+    if not isinstance(setting, str) or any(ord(c) < 0x20 or ord(c) == 0x7F for c in setting):
+        raise _bad(f"env.{name}", setting, "a one-line string",
+                   f"write the value on one line: {example.format(name=name)}")
+
+
 def _env(key: str, value: object) -> tuple[tuple[str, str], ...]:
+    """Sorted (name, value) pairs. An empty value means "not set" and is left out, as
+    golem-gpu-imager means it (`YAGNA_METRICS_GROUP = ""`: no group; its
+    from_toml_content skips empty values): passed on, it would blank the provider
+    unit's own Environment= default (YAGNA_METRICS_GROUP=GolemGpuLive)."""
     if not isinstance(value, Mapping):
         raise _bad(key, value, "a table",
                    'write [env] followed by lines like YA_NET_TYPE = "hybrid"')
     pairs = []
     for name, setting in value.items():
-        shown = _show(name)[1:-1]  # a key's newline or quote is shown escaped, not raw
-        if not _ENV_NAME.fullmatch(name):
-            raise _bad(f"env.{shown}", name, "a variable name",
-                       "use capital letters, digits and '_', e.g. YA_NET_TYPE")
-        if name not in PROVIDER_ENV_NAMES:
-            raise _bad(f"env.{shown}", name, "a GOLEM provider variable",
-                       "[env] only reaches the provider; allowed: "
-                       + ", ".join(sorted(PROVIDER_ENV_NAMES)))
-        if not isinstance(setting, str) or any(ord(c) < 0x20 or ord(c) == 0x7F
-                                               for c in setting):
-            raise _bad(f"env.{name}", setting, "a one-line string",
-                       f'quote the value on one line: {name} = "..."')
-        pairs.append((name, setting))
+        _env_setting(name, setting, '{name} = "..."')
+        if isinstance(setting, str) and setting.strip():
+            pairs.append((name, setting))
     return tuple(sorted(pairs))
+
+
+def parse_env_file(text: str, source: str) -> tuple[tuple[tuple[str, str], ...],
+                                                     list[ConfigError]]:
+    """golem.env's KEY=VALUE lines as [env] pairs, each line checked like [env].
+
+    The imager writes `NAME=value` unquoted, one a line (configuration.rs
+    to_env_content) and reads it back trimmed, skipping blank and `#` lines
+    (from_env_content): the same here. Quotes are refused rather than guessed at:
+    systemd would strip them, the imager would not."""
+    values: dict[str, str] = {}
+    errors: list[ConfigError] = []
+    for number, raw in enumerate(text.splitlines(), 1):
+        line = raw.strip()
+        if not line or line.startswith("#"):
+            continue
+        name, has_equals, setting = line.partition("=")
+        name, setting = name.strip(), setting.strip()
+        where = f"{source} line {number}"
+        try:
+            if not has_equals:
+                raise _bad("env", line, "a NAME=value line",
+                           "write one NAME=value a line, e.g. SUBNET=public")
+            _env_setting(name, setting, "{name}=value")
+            if any(quote in setting for quote in "\"'"):
+                raise _bad(f"env.{name}", setting, "an unquoted value",
+                           f"write {name}=value without quotes, as golem-gpu-imager does")
+        except ConfigError as error:
+            errors.append(ConfigError(error.key, f"{where}: {error.problem}", error.fix))
+            continue
+        if setting:  # empty: not set, as in [env]
+            values[name] = setting
+        else:
+            values.pop(name, None)
+    return tuple(sorted(values.items())), errors
+
+
+def merge_env(lower: tuple[tuple[str, str], ...] | None,
+              upper: tuple[tuple[str, str], ...] | None) -> tuple[tuple[str, str], ...] | None:
+    """`upper` wins name by name (golemwz.toml's [env] over golem.env: the imager's
+    from_config_files takes the TOML as its single source of truth)."""
+    if lower is None and upper is None:
+        return None
+    return tuple(sorted({**dict(lower or ()), **dict(upper or ())}.items()))
 
 
 VALIDATORS: dict[str, Callable[[str, object], Any]] = {
@@ -211,6 +309,7 @@ VALIDATORS: dict[str, Callable[[str, object], Any]] = {
     "vfio_devices": _addresses,
     "ssh_keys": _ssh_keys,
     "non_interactive_install": _boolean,
+    "configuration_server": _https_url,
     "env": _env,
 }
 assert set(VALIDATORS) == set(KEYS), "every Settings field needs a validator"
@@ -241,15 +340,22 @@ def parse_layer(data: Mapping[str, object], source: str) -> tuple[Settings, list
     return Settings(**values), errors  # type: ignore[arg-type]
 
 
-def read_toml(path: Path, source: str) -> dict[str, object] | None:
-    """The file's table, None when it does not exist; a syntax error is fatal."""
+def read_text(path: Path, source: str) -> str | None:
+    """The file's UTF-8 text, None when it does not exist; unreadable is a ConfigError."""
     try:
-        text = path.read_text(encoding="utf-8")
+        return path.read_text(encoding="utf-8")
     except FileNotFoundError:
         return None
     except (OSError, UnicodeDecodeError) as error:
         raise ConfigError("", f"{source} ({path}) cannot be read: {error}",
                           "check the file; delete it to start from scratch") from None
+
+
+def read_toml(path: Path, source: str) -> dict[str, object] | None:
+    """The file's table, None when it does not exist; a syntax error is fatal."""
+    text = read_text(path, source)
+    if text is None:
+        return None
     try:
         return tomllib.loads(text)
     except tomllib.TOMLDecodeError as error:

@@ -21,8 +21,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from golemwz.bootdisk import boot_disk
-from golemwz.config import Settings, read_toml, save_atomically, write_atomically
-from golemwz.layout import CONF_PARTLABEL, GOLEM_USER, SystemLayout
+from golemwz.config import Settings, read_text, read_toml, save_atomically, write_atomically
+from golemwz.layout import CONF_PARTLABEL, CONF_PARTUUID, GOLEM_USER, SystemLayout
 from golemwz.report import Reporter
 from golemwz.runner import Runner
 from golemwz.storage import own_partition, read_block_devices
@@ -52,8 +52,10 @@ class ConfStore:
         self.reporter.detail(f"booted from: /dev/{self.boot_disk}" if self.boot_disk
                              else "the disk booted from is unknown")
         # Never another stick's: it may be a copy of this image with the same labels.
+        # By label or by the PARTUUID GOLEM's imager looks for (golem-gpu-imager
+        # src/disk.rs CONFIG_PARTITION_UUID), which the image build gives it.
         partition = own_partition(read_block_devices(self.runner), CONF_PARTLABEL,
-                                  self.boot_disk, self.reporter)
+                                  self.boot_disk, self.reporter, partuuid=CONF_PARTUUID)
         if partition is None:
             self.reporter.warn(
                 f"no '{CONF_PARTLABEL}' partition (booted from the ISO?): the configuration "
@@ -122,6 +124,12 @@ class ConfStore:
             return None
         return read_toml(self.layout.first_boot_config, "first-boot golemwz.toml")
 
+    def read_first_boot_env(self) -> str | None:
+        """golem.env's text (GOLEM's imager writes it with golemwz.toml), None without."""
+        if not self.on_partition:
+            return None
+        return read_text(self.layout.first_boot_env, "golem.env")
+
     def save(self, settings: Settings) -> Path:
         """Write atomically where it persists; OSError if that fails."""
         save_atomically(settings, self.saved_path)
@@ -148,7 +156,10 @@ class ConfStore:
         return path
 
     def delete_first_boot(self) -> None:
+        """Both first-boot files: their values are in the saved configuration now, and a
+        stale golem.env must not slip under a golemwz.toml written later by hand."""
         self.layout.first_boot_config.unlink(missing_ok=True)
+        self.layout.first_boot_env.unlink(missing_ok=True)
 
     def link_home(self) -> None:
         """Make ~/.golemwz.toml a symlink to the file on the partition, replacing it atomically."""

@@ -18,6 +18,9 @@ GOLEM_STORAGE_PARTLABEL = "Golem storage"
 CONF_PARTLABEL = "Golem conf storage"
 ROOT_PARTLABEL = "Golem root filesystem"
 FIRST_BOOT_FILE_NAME = "golemwz.toml"
+# The provider environment golem-gpu-imager writes beside golemwz.toml, KEY=VALUE lines
+# (src/disk.rs write_configuration_to_partition; configuration.rs to_env_content).
+GOLEM_ENV_FILE_NAME = "golem.env"
 # The saved configuration, on the conf partition: /home is in RAM on the live system.
 SAVED_FILE_NAME = "golemwz-saved.toml"
 # The crypt hash of golem's generated password, next to it: /etc/shadow is in RAM too.
@@ -28,6 +31,13 @@ PROVIDER_SERVICE = "golem-provider.service"
 STORAGE_SUBDIR = "golem-gpu-live"
 # What takes tty1 after a successful run (golem-autologin.service after a failure).
 LOGIN_SERVICE = "golem-login.service"
+
+
+def legacy_bios_boot(sysfs_root: Path) -> bool:
+    """True when the machine did not boot through UEFI: the kernel makes
+    /sys/firmware/efi only on a UEFI boot. Upstream warns about it on screen
+    (golem-gpu-live rootfs/golemwz.py run(), their issue #29)."""
+    return not (sysfs_root / "firmware/efi").is_dir()
 
 
 @dataclass(frozen=True)
@@ -112,12 +122,21 @@ class SystemLayout:
         return self.local_dir / "lib/yagna/plugins"
 
     @property
+    def terms_tag(self) -> Path:
+        """GOLEM's installer's mark of accepted terms (see provider.write_terms_tag)."""
+        return self.local_dir / "share/ya-installer/terms/testnet-01.tag"
+
+    @property
     def authorized_keys(self) -> Path:
         return self.golem_home / ".ssh/authorized_keys"
 
     @property
     def first_boot_config(self) -> Path:
         return self.conf_mount_dir / FIRST_BOOT_FILE_NAME
+
+    @property
+    def first_boot_env(self) -> Path:
+        return self.conf_mount_dir / GOLEM_ENV_FILE_NAME
 
     def find_program(self, name: str) -> Path | None:
         """Path lookup over bin_dirs, so tests can point it at a fake root."""

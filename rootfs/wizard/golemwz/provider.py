@@ -114,6 +114,27 @@ def install_runtimes(layout: SystemLayout, gpus: Sequence[PciAddress]) -> list[P
     return copies
 
 
+def write_terms_tag(layout: SystemLayout, runner: Runner) -> Path:
+    """The tag GOLEM's installer takes for accepted terms of use (join.golem.network
+    as-provider: check_terms_of_use tests $YA_INSTALLER_DATA/terms/testnet-01.tag,
+    YA_INSTALLER_DATA defaulting to ~/.local/share/ya-installer; upstream golem-gpu-live
+    rootfs/golemwz.py writes it too). Only called once the terms are accepted.
+
+    Directories made here (as root) are given to golem: a root-owned ~/.local/share
+    would keep yagna, which runs as golem, from making its data directory."""
+    tag = layout.terms_tag
+    first_missing = None
+    for directory in reversed(tag.parents):
+        if (directory != layout.golem_home and directory.is_relative_to(layout.golem_home)
+                and not directory.exists()):
+            first_missing = directory
+            break
+    tag.parent.mkdir(parents=True, exist_ok=True)
+    tag.touch()
+    runner.run(["chown", "-R", f"{GOLEM_USER}:{GOLEM_USER}", str(first_missing or tag)])
+    return tag
+
+
 def check_manifest_bundle(bundle: Path) -> None:
     """The bundle golemsp adds must be whole: without it the node has no GOLEM
     certificate and no outbound whitelist, so this is an error, never a skip."""
@@ -183,6 +204,7 @@ def setup_provider(settings: ProviderSettings, layout: SystemLayout, runner: Run
         return runner.run(_as_golem(argv), env=env).stdout
 
     check_manifest_bundle(layout.installer_resources_dir)  # before changing anything
+    write_terms_tag(layout, runner)  # the wizard stops before here unless they are accepted
     as_golem("golemsp", "setup", "--no-interactive")
     as_golem("ya-provider", "pre-install")
     as_golem("golemsp", "manifest-bundle", "add", str(layout.installer_resources_dir))

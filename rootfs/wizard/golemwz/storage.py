@@ -99,13 +99,15 @@ def find_path(devices: list[BlockDevice], path: str) -> BlockDevice | None:
 
 
 def own_partition(devices: list[BlockDevice], partlabel: str, boot_disk: str | None,
-                  reporter: Reporter) -> BlockDevice | None:
-    """The partition labelled `partlabel` on the disk booted from (see bootdisk).
+                  reporter: Reporter, partuuid: str | None = None) -> BlockDevice | None:
+    """The partition labelled `partlabel` (or with PARTUUID `partuuid`) on the disk
+    booted from (see bootdisk).
 
     Another stick of the same image has the same label: its partition is never
     taken for ours. When the boot disk is unknown, a single match is used; several
     are ambiguous and none is used."""
-    matches = [d for d in devices if d.type == "part" and d.partlabel == partlabel]
+    matches = [d for d in devices if d.type == "part" and (
+        d.partlabel == partlabel or (partuuid is not None and d.partuuid == partuuid))]
     if boot_disk is not None:
         own = [d for d in matches if d.parent == boot_disk]
         for other in (d for d in matches if d.parent != boot_disk):
@@ -176,6 +178,17 @@ def storage_choices(candidates: list[BlockDevice], devices: list[BlockDevice],
             title += f" on {disk_title(devices, candidate, boot_disk)}"
         choices.append((candidate.partuuid or "", title))
     return choices
+
+
+def boot_stick_storage(candidates: list[BlockDevice],
+                       boot_disk: str | None) -> BlockDevice | None:
+    """`Golem storage` of the stick booted from: where an unattended run without
+    storage_partition keeps its data (what golem-gpu-imager's non-interactive
+    golemwz.toml, which has no storage_partition, means). When the boot disk is
+    unknown, only a partition without a twin on another stick (storage_candidates
+    drops twins then) can be it."""
+    return next((c for c in candidates if c.is_golem_storage()
+                 and (boot_disk is None or c.parent == boot_disk)), None)
 
 
 def may_grow(partition: BlockDevice, boot_disk: str | None, reporter: Reporter) -> bool:

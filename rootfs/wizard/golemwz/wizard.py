@@ -13,7 +13,15 @@ from typing import Any
 
 from golemwz import accounts, final_screen, network, provider, storage
 from golemwz.boot_console import NullScreen, Screen
-from golemwz.config import AUTO, VALIDATORS, Settings, parse_layer
+from golemwz.config import (
+    AUTO,
+    UNATTENDED_DEFAULTS,
+    VALIDATORS,
+    Settings,
+    merge_env,
+    parse_env_file,
+    parse_layer,
+)
 from golemwz.confstore import ConfStore
 from golemwz.errors import ConfigError, WizardError
 from golemwz.layout import (
@@ -22,6 +30,7 @@ from golemwz.layout import (
     LOGIN_SERVICE,
     PROVIDER_SERVICE,
     SystemLayout,
+    legacy_bios_boot,
 )
 from golemwz.pci import PciAddress, device_exists, survey_gpus
 from golemwz.report import Reporter
@@ -35,6 +44,9 @@ TERMS = (
     "Do you accept these terms of use?"
 )
 SUGGESTED_GLM_PER_HOUR = "0.25"
+LEGACY_BIOS_WARNING = (
+    "this machine booted in legacy BIOS mode, not UEFI: GPU passthrough is less reliable "
+    "and Secure Boot is off; switch the firmware setup to UEFI boot")
 # A single-GPU machine loses its screen when the boot GPU goes to vfio-pci: the
 # final screen (with the password) waits this long for a key first. Long enough
 # to write a password down; short enough that an unattended node is up soon.
@@ -112,9 +124,10 @@ class Wizard:
     def load_configuration(self) -> None:
         """Flags over the saved file over the first-boot file."""
         saved_data, saved_path = self.store.read_saved()
-        first_data = None
-        if saved_data is None:
+        first_data = env_text = None
+        if saved_data is None:  # none after the imager reformatted the conf partition
             first_data = self.store.read_first_boot()
+            env_text = self.store.read_first_boot_env()
         else:
             self.step(f"read saved configuration {saved_path}")
             if self.layout.first_boot_config.exists():
@@ -122,10 +135,17 @@ class Wizard:
                     f"{saved_path} exists: the first-boot golemwz.toml is not read")
         saved, saved_errors = parse_layer(saved_data or {}, "~/.golemwz.toml")
         first, first_errors = parse_layer(first_data or {}, "first-boot golemwz.toml")
+        if env_text is not None:  # under golemwz.toml's [env], which wins
+            env, env_errors = parse_env_file(env_text, "golem.env")
+            first = first.with_value("env", merge_env(env, first.env))
+            first_errors += env_errors
         self.settings = self.flags.merged_over(saved.merged_over(first))
-        if first_data is not None:
+        if first_data is not None or env_text is not None:
             self.first_boot_read = True
-            self.step("read first-boot configuration golemwz.toml from " + CONF_PARTLABEL)
+            self.step("read first-boot configuration "
+                      + " and ".join(n for n, read in (("golemwz.toml", first_data),
+                                                      ("golem.env", env_text)) if read is not None)
+                      + " from " + CONF_PARTLABEL)
         for error in saved_errors + first_errors:
             if self.non_interactive:
                 raise error
@@ -133,11 +153,18 @@ class Wizard:
             self.services.ui.message("Configuration error", error.line())
             self.services.reporter.warn(error.line())
 
-    def obtain(self, key: str, ask: Callable[[], object | None], fix: str) -> Any:
-        """The configured value of `key`, or a valid answer from the user."""
+    def obtain(self, key: str, ask: Callable[[], object | None], fix: str,
+               unattended: Callable[[], object | None] | None = None) -> Any:
+        """The configured value of `key`, or a valid answer from the user; unattended,
+        the default of UNATTENDED_DEFAULTS from `unattended()` (None: there is none)."""
         current = getattr(self.settings, key)
         if current is not None:
             return current
+        default = unattended() if self.non_interactive and unattended else None
+        if default is not None:
+            self.settings = self.settings.with_value(key, default)
+            self.step(f"{key} is not set (non_interactive_install): {UNATTENDED_DEFAULTS[key]}")
+            return default
         if self.non_interactive:
             raise ConfigError(key, f"{key} is missing and non_interactive_install is true",
                               f"add it to golemwz.toml, e.g. {fix}")
@@ -180,7 +207,19 @@ class Wizard:
         finally:
             self.store.close(keep_mounted=completed)
 
+    def notice(self, title: str, text: str) -> None:
+        """A warning on screen and in the log; it waits for OK only when questions are
+        being answered anyway (an unattended boot must not stop for it)."""
+        self.services.reporter.warn(text)
+        (self.services.ui.info if self.unattended() else self.services.ui.message)(title, text)
+
     def run_steps(self) -> None:
+        if legacy_bios_boot(self.layout.sysfs_root):
+            self.notice("Legacy BIOS", LEGACY_BIOS_WARNING)
+        if self.settings.configuration_server:
+            self.notice("Configuration server", f"configuration_server "
+                        f"{self.settings.configuration_server} is kept, but this image does "
+                        "not poll it yet: the configuration comes from golemwz.toml")
         self.accept_terms()
         self.configure_storage()
         self.configure_access()
@@ -322,7 +361,8 @@ class Wizard:
             "storage_partition",
             lambda: ui.choose_one("Persistent storage",
                                   "Where should the provider keep its data?", choices),
-            f'storage_partition = "{candidates[0].partuuid}"')
+            f'storage_partition = "{candidates[0].partuuid}"',
+            lambda: getattr(storage.boot_stick_storage(candidates, boot_disk), "partuuid", None))
         chosen = by_uuid[partuuid]
         if chosen.is_golem_storage() and storage.may_grow(chosen, boot_disk,
                                                           self.services.reporter):
@@ -419,7 +459,8 @@ class Wizard:
     def configure_glm(self) -> None:
         ui = self.services.ui
         self.obtain("glm_account",
-                    lambda: ui.ask_text("GLM account", "Account (0x...) to receive payments:"),
+                    lambda: ui.ask_text("GLM account", "Account (0x...) to receive payments "
+                                        "(empty: the node's own wallet):"),
                     'glm_account = "0x..."')
         self.obtain("glm_per_hour",
                     lambda: ui.ask_text("GLM per hour", "Price of one hour of GPU use in GLM:",
@@ -428,11 +469,12 @@ class Wizard:
         self.obtain("init_price",
                     lambda: ui.ask_text("Initial price", "GLM charged when a task starts "
                                         "(0 for testing):", "0"),
-                    'init_price = "0"')
-        self.step(f"GLM account {self.settings.glm_account}, {self.settings.glm_per_hour} GLM "
+                    'init_price = "0"', lambda: Decimal(0))
+        account = self.settings.glm_account or "the node's own wallet"
+        self.step(f"GLM account {account}, {self.settings.glm_per_hour} GLM "
                   f"per hour, initial price {self.settings.init_price}")
         self.configured.append(f"{self.settings.glm_per_hour} GLM per hour, initial price "
-                               f"{self.settings.init_price}, to {self.settings.glm_account}")
+                               f"{self.settings.init_price}, to {account}")
 
     def select_gpus(self) -> tuple[tuple[PciAddress, ...], tuple[PciAddress, ...]]:
         """The chosen GPUs and every device that must go to vfio-pci with them."""
@@ -471,7 +513,7 @@ class Wizard:
         choice = self.obtain(
             "gpu_pci_slot",
             lambda: ui.choose_many("GPU", "GPUs to share with the GOLEM network:", choices),
-            'gpu_pci_slot = "auto"')
+            'gpu_pci_slot = "auto"', lambda: AUTO)
         chosen = [r for r in usable if choice == AUTO or r.gpu.address in choice]
         devices = {d for r in chosen for d in (r.vfio_devices or r.group_devices)}
         for extra in self.settings.vfio_devices or ():
