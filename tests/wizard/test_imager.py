@@ -229,3 +229,15 @@ def test_the_imagers_env_names_are_allowed_and_empty_means_not_set() -> None:
                            "YA_PAYMENT_NETWORK_GROUP": "testnet",
                            "YAGNA_METRICS_URL": "https://metrics.golem.network:9092/",
                            "YAGNA_METRICS_JOB_NAME": "community.1", "CENTRAL_NET_HOST": "h:7464"}
+
+
+def test_an_empty_answer_for_the_account_is_the_nodes_own_wallet(
+        machine: FakeMachine) -> None:
+    """The same meaning as the imager's empty field, asked interactively."""
+    machine.write_first_boot(IMAGER_TOML.replace('glm_account = ""\n', "").replace(
+        "non_interactive_install = true", "non_interactive_install = false"))
+    ui = ScriptedUI([GOLEM_STORAGE_PARTUUID, "", "0", ["0000:01:00.0"]])  # "" the account
+    assert main([], machine.services(ui)) == 0
+    (asked,) = [text for kind, title, text in ui.shown if title == "GLM account"]
+    assert "empty: the node's own wallet" in asked
+    assert not any("--account" in argv for argv in machine.runner.argvs)

@@ -56,6 +56,8 @@ def check_file(path: Path) -> tuple[list[ConfigError], list[str]]:
             notes.append(f"{env_path} is read too: the provider gets "
                          + (", ".join(name for name, _value in merged or ()) or "no variable")
                          + f" ({FIRST_BOOT_FILE_NAME}'s [env] wins)")
+    if settings.glm_account == "":
+        notes.append("glm_account is empty: payments go to the node's own wallet")
     if settings.configuration_server:
         notes.append(f"configuration_server {settings.configuration_server} is kept, but "
                      "this image does not poll it yet")

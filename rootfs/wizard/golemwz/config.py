@@ -340,6 +340,18 @@ def parse_layer(data: Mapping[str, object], source: str) -> tuple[Settings, list
     return Settings(**values), errors  # type: ignore[arg-type]
 
 
+def parse_first_boot(data: Mapping[str, object] | None,
+                     env_text: str | None) -> tuple[Settings, list[ConfigError]]:
+    """The first-boot layer: golemwz.toml with golem.env's lines merged under its [env]
+    (golemwz.toml wins). Errors as parse_layer's: each bad key or line is one."""
+    first, errors = parse_layer(data or {}, "first-boot golemwz.toml")
+    if env_text is not None:
+        env, env_errors = parse_env_file(env_text, "golem.env")
+        first = first.with_value("env", merge_env(env, first.env))
+        errors += env_errors
+    return first, errors
+
+
 def read_text(path: Path, source: str) -> str | None:
     """The file's UTF-8 text, None when it does not exist; unreadable is a ConfigError."""
     try:

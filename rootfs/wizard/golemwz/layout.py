@@ -33,6 +33,11 @@ STORAGE_SUBDIR = "golem-gpu-live"
 LOGIN_SERVICE = "golem-login.service"
 
 
+LEGACY_BIOS_WARNING = (
+    "this machine booted in legacy BIOS mode, not UEFI: GPU passthrough is less reliable "
+    "and Secure Boot is off; switch the firmware setup to UEFI boot")
+
+
 def legacy_bios_boot(sysfs_root: Path) -> bool:
     """True when the machine did not boot through UEFI: the kernel makes
     /sys/firmware/efi only on a UEFI boot. Upstream warns about it on screen

@@ -1,7 +1,8 @@
 """The twelve steps of the wizard, in the reference's order.
 
 A value already known (flag, saved file, first-boot file) is never asked for;
-a missing one is asked for, or is an error under non_interactive_install.
+a missing one is asked for or, under non_interactive_install, takes its
+config.UNATTENDED_DEFAULTS value (GOLEM's imager leaves those keys out) or is an error.
 """
 
 from __future__ import annotations
@@ -18,8 +19,7 @@ from golemwz.config import (
     UNATTENDED_DEFAULTS,
     VALIDATORS,
     Settings,
-    merge_env,
-    parse_env_file,
+    parse_first_boot,
     parse_layer,
 )
 from golemwz.confstore import ConfStore
@@ -27,6 +27,7 @@ from golemwz.errors import ConfigError, WizardError
 from golemwz.layout import (
     CONF_PARTLABEL,
     GOLEM_USER,
+    LEGACY_BIOS_WARNING,
     LOGIN_SERVICE,
     PROVIDER_SERVICE,
     SystemLayout,
@@ -44,9 +45,6 @@ TERMS = (
     "Do you accept these terms of use?"
 )
 SUGGESTED_GLM_PER_HOUR = "0.25"
-LEGACY_BIOS_WARNING = (
-    "this machine booted in legacy BIOS mode, not UEFI: GPU passthrough is less reliable "
-    "and Secure Boot is off; switch the firmware setup to UEFI boot")
 # A single-GPU machine loses its screen when the boot GPU goes to vfio-pci: the
 # final screen (with the password) waits this long for a key first. Long enough
 # to write a password down; short enough that an unattended node is up soon.
@@ -134,18 +132,13 @@ class Wizard:
                 self.services.reporter.detail(
                     f"{saved_path} exists: the first-boot golemwz.toml is not read")
         saved, saved_errors = parse_layer(saved_data or {}, "~/.golemwz.toml")
-        first, first_errors = parse_layer(first_data or {}, "first-boot golemwz.toml")
-        if env_text is not None:  # under golemwz.toml's [env], which wins
-            env, env_errors = parse_env_file(env_text, "golem.env")
-            first = first.with_value("env", merge_env(env, first.env))
-            first_errors += env_errors
+        first, first_errors = parse_first_boot(first_data, env_text)
         self.settings = self.flags.merged_over(saved.merged_over(first))
-        if first_data is not None or env_text is not None:
+        read = [name for name, text in (("golemwz.toml", first_data), ("golem.env", env_text))
+                if text is not None]
+        if read:
             self.first_boot_read = True
-            self.step("read first-boot configuration "
-                      + " and ".join(n for n, read in (("golemwz.toml", first_data),
-                                                      ("golem.env", env_text)) if read is not None)
-                      + " from " + CONF_PARTLABEL)
+            self.step(f"read first-boot configuration {' and '.join(read)} from {CONF_PARTLABEL}")
         for error in saved_errors + first_errors:
             if self.non_interactive:
                 raise error
