@@ -241,3 +241,24 @@ def test_an_empty_answer_for_the_account_is_the_nodes_own_wallet(
     (asked,) = [text for kind, title, text in ui.shown if title == "GLM account"]
     assert "empty: the node's own wallet" in asked
     assert not any("--account" in argv for argv in machine.runner.argvs)
+
+
+def test_check_takes_a_golem_env_on_its_own(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    env = tmp_path / "golem.env"
+    env.write_text(IMAGER_ENV)
+    assert main(["check", str(env)]) == 0
+    assert capsys.readouterr().out.splitlines() == [f"{env}: valid"]
+    env.write_text(IMAGER_ENV + "SUBNET='x'\n")
+    assert main(["check", str(env)]) == 2
+    assert f"{env} line 7: env.SUBNET" in capsys.readouterr().out
+
+
+def test_with_a_saved_configuration_golem_env_is_not_read(machine: FakeMachine) -> None:
+    imager_partition(machine)
+    assert main([], machine.services(ScriptedUI())) == 0
+    machine.reboot()
+    machine.layout.first_boot_env.write_text("SUBNET=other\n")
+    assert main([], machine.services(ScriptedUI())) == 0
+    assert 'SUBNET="public"' in env_file(machine)
+    assert "the first-boot golem.env is not read" in machine.log_text()

@@ -32,6 +32,14 @@ UNATTENDED_GLM = ("glm_account", "glm_per_hour")
 
 def check_file(path: Path) -> tuple[list[ConfigError], list[str]]:
     """(errors, notes) for the file; no errors means the boot accepts every value."""
+    if path.name == GOLEM_ENV_FILE_NAME:  # the imager's KEY=VALUE file, on its own
+        try:
+            text = read_text(path, path.name)
+        except ConfigError as unreadable:
+            return [unreadable], []
+        if text is None:
+            return [ConfigError("", f"{path} does not exist", "give the path of a golem.env")], []
+        return parse_env_file(text, str(path))[1], []
     try:
         data = read_toml(path, path.name)
     except ConfigError as unreadable:

@@ -128,9 +128,10 @@ class Wizard:
             env_text = self.store.read_first_boot_env()
         else:
             self.step(f"read saved configuration {saved_path}")
-            if self.layout.first_boot_config.exists():
-                self.services.reporter.detail(
-                    f"{saved_path} exists: the first-boot golemwz.toml is not read")
+            for unread in (self.layout.first_boot_config, self.layout.first_boot_env):
+                if unread.exists():
+                    self.services.reporter.detail(
+                        f"{saved_path} exists: the first-boot {unread.name} is not read")
         saved, saved_errors = parse_layer(saved_data or {}, "~/.golemwz.toml")
         first, first_errors = parse_first_boot(first_data, env_text)
         self.settings = self.flags.merged_over(saved.merged_over(first))
