@@ -269,3 +269,32 @@ def test_selected_and_decoy_tags_against_the_shipped_patterns() -> None:
             package.tag
     newest = {p.repo: p.published for p in golem_fakes.SELECTED}
     assert all(d.published > newest[d.repo] for d in golem_fakes.DECOYS)
+
+
+def test_every_runtime_is_offered_after_the_wizard_copies_the_descriptors(
+        tmp_path: Path) -> None:
+    """The wizard's ~/.local/lib/yagna/plugins copy, read the way ya-provider reads it."""
+    from golemwz.pci import PciAddress
+    from golemwz.provider import install_runtimes
+
+    root = tmp_path / "root"
+    layout = SystemLayout.under(root)
+    for package in (golem_fakes.ya_runtime_vm(), golem_fakes.ya_runtime_vm_nvidia(),
+                    golem_fakes.ya_runtime_wasi()):
+        for rel, text in package.files:
+            (root / rel).parent.mkdir(parents=True, exist_ok=True)
+            (root / rel).write_text(text)
+    (root / golem_fakes.PLUGINS_DIR / "exe-unit").write_text("")
+    install_runtimes(layout, [PciAddress.parse("0000:01:00.0"), PciAddress.parse("0000:02:00.0")])
+    home = layout.golem_home
+    link = tmp_path / "ya-provider"
+    link.symlink_to(golem_fakes.STANDIN)
+    listed = subprocess.run([sys.executable, str(link), "exe-unit", "list", "--json"],
+                            capture_output=True, text=True, check=True,
+                            env={"HOME": str(home), "PATH": os.environ["PATH"]})
+    units = {u["name"]: u for u in json.loads(listed.stdout)}
+    assert set(units) == {"vm", "vm-nvidia", "wasmtime"}
+    assert listed.stderr == ""  # every supervisor and runtime path exists
+    assert units["vm-nvidia"]["extra-args"] == [
+        "--cap-handoff", "--runtime-arg=--pci-device=0000:01:00.0",
+        "--runtime-arg=--pci-device=0000:02:00.0"]
