@@ -76,7 +76,8 @@ def test_provider_argv_sequence_creates_the_preset(layout: SystemLayout) -> None
     settings = ProviderSettings(ACCOUNT, Decimal("0.36"), Decimal("0.5"), "rig-7")
     setup_provider(settings, layout, runner)
     assert runner.argvs == [
-        ("chown", "-R", "golem:golem", str(layout.local_dir)),  # the terms tag's directories
+        as_golem("mkdir", "-p", str(layout.terms_tag.parent)),
+        as_golem("touch", str(layout.terms_tag)),
         as_golem("golemsp", "setup", "--no-interactive"),
         as_golem("ya-provider", "pre-install"),
         as_golem("golemsp", "manifest-bundle", "add", str(layout.installer_resources_dir)),
@@ -87,7 +88,7 @@ def test_provider_argv_sequence_creates_the_preset(layout: SystemLayout) -> None
         as_golem("ya-provider", "preset", "activate", "vm-nvidia"),
     ]
     assert all(call.env == {"HOME": str(layout.golem_home), "USER": "golem"}
-               for call in runner.calls[1:])
+               for call in runner.calls)
 
 
 def test_existing_preset_is_updated(layout: SystemLayout) -> None:
@@ -185,14 +186,26 @@ def test_an_empty_account_is_the_nodes_own_wallet_no_account_flag(
         as_golem("golemsp", "settings", "set", "--node-name", "rig-7")]
 
 
-def test_the_terms_tag_of_golems_installer_is_written_and_given_to_golem(
-        layout: SystemLayout) -> None:
+def test_the_terms_tag_of_golems_installer_is_made_as_golem(layout: SystemLayout) -> None:
     """GOLEM's installer (join.golem.network as-provider, check_terms_of_use) takes
     ~/.local/share/ya-installer/terms/testnet-01.tag for accepted terms."""
-    (layout.local_dir / "share").mkdir(parents=True)  # yagna's, already golem's
     runner = RecordingRunner()
     setup_provider(ProviderSettings(ACCOUNT, Decimal("0.36"), Decimal("0"), None), layout, runner)
     tag = layout.local_dir / "share/ya-installer/terms/testnet-01.tag"
-    assert tag.is_file() and tag.read_text() == ""
-    assert runner.argvs[0] == ("chown", "-R", "golem:golem",
-                               str(layout.local_dir / "share/ya-installer"))
+    assert layout.terms_tag == tag
+    assert runner.argvs[:2] == [as_golem("mkdir", "-p", str(tag.parent)),
+                                as_golem("touch", str(tag))]
+    assert not tag.exists()  # never written by root
+
+
+def test_a_symlink_planted_in_the_user_plugins_directory_is_replaced_not_followed(
+        layout: SystemLayout, tmp_path: Path) -> None:
+    """~/.local is the stick's storage: anyone who held it may have put a link there."""
+    victim = tmp_path / "etc-shadow"
+    victim.write_text("root:secret\n")
+    layout.user_plugins_dir.mkdir(parents=True)
+    (layout.user_plugins_dir / "ya-runtime-vm.json").symlink_to(victim)
+    install_runtimes(layout, gpus("0000:01:00.0"))
+    assert victim.read_text() == "root:secret\n"
+    copy = layout.user_plugins_dir / "ya-runtime-vm.json"
+    assert not copy.is_symlink() and copy.stat().st_mode & 0o777 == 0o644

@@ -11,6 +11,7 @@ start as root (a PATH or LD_PRELOAD there would run code from the stick as root)
 from __future__ import annotations
 
 import json
+import os
 from collections.abc import Sequence
 from dataclasses import dataclass
 from decimal import Decimal
@@ -109,30 +110,12 @@ def install_runtimes(layout: SystemLayout, gpus: Sequence[PciAddress]) -> list[P
         runtimes = (configure_runtime_json(source, gpus) if source == nvidia_source
                     else read_runtime_json(source))
         target = layout.user_plugins_dir / source.name
-        target.write_text(json.dumps(runtimes, indent=2) + "\n")
+        # Renamed into place, never written through: ~/.local is the stick's storage,
+        # where a planted symlink must not make root overwrite the file it points to.
+        write_atomically((json.dumps(runtimes, indent=2) + "\n").encode(), target)
+        os.chmod(target, 0o644)  # read by ya-provider, which runs as golem
         copies.append(target)
     return copies
-
-
-def write_terms_tag(layout: SystemLayout, runner: Runner) -> Path:
-    """The tag GOLEM's installer takes for accepted terms of use (join.golem.network
-    as-provider: check_terms_of_use tests $YA_INSTALLER_DATA/terms/testnet-01.tag,
-    YA_INSTALLER_DATA defaulting to ~/.local/share/ya-installer; upstream golem-gpu-live
-    rootfs/golemwz.py writes it too). Only called once the terms are accepted.
-
-    Directories made here (as root) are given to golem: a root-owned ~/.local/share
-    would keep yagna, which runs as golem, from making its data directory."""
-    tag = layout.terms_tag
-    first_missing = None
-    for directory in reversed(tag.parents):
-        if (directory != layout.golem_home and directory.is_relative_to(layout.golem_home)
-                and not directory.exists()):
-            first_missing = directory
-            break
-    tag.parent.mkdir(parents=True, exist_ok=True)
-    tag.touch()
-    runner.run(["chown", "-R", f"{GOLEM_USER}:{GOLEM_USER}", str(first_missing or tag)])
-    return tag
 
 
 def check_manifest_bundle(bundle: Path) -> None:
@@ -204,7 +187,15 @@ def setup_provider(settings: ProviderSettings, layout: SystemLayout, runner: Run
         return runner.run(_as_golem(argv), env=env).stdout
 
     check_manifest_bundle(layout.installer_resources_dir)  # before changing anything
-    write_terms_tag(layout, runner)  # the wizard stops before here unless they are accepted
+    # The tag GOLEM's installer takes for accepted terms of use (join.golem.network
+    # as-provider: check_terms_of_use tests $YA_INSTALLER_DATA/terms/testnet-01.tag,
+    # YA_INSTALLER_DATA defaulting to ~/.local/share/ya-installer; upstream golem-gpu-live
+    # rootfs/golemwz.py writes it too). The wizard stops before here unless they were
+    # accepted. Made as golem: ~/.local is the storage partition, where anyone who held
+    # the stick may have planted symlinks, and a root-owned ~/.local/share would keep
+    # yagna (running as golem) from making its data directory.
+    as_golem("mkdir", "-p", str(layout.terms_tag.parent))
+    as_golem("touch", str(layout.terms_tag))
     as_golem("golemsp", "setup", "--no-interactive")
     as_golem("ya-provider", "pre-install")
     as_golem("golemsp", "manifest-bundle", "add", str(layout.installer_resources_dir))
