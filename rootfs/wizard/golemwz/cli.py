@@ -71,8 +71,9 @@ def build_parser() -> argparse.ArgumentParser:
                       help="Count PCI bridges in the GPU's IOMMU group as not isolated.")
     gpus.add_argument("--json", action="store_true", help="Machine-readable output.")
     check = commands.add_parser(
-        "check", help="Validate a golemwz.toml (or golemwz-saved.toml) without touching the "
-                      "system: every error with its key and fix (exit 2), or 'valid'.")
+        "check", help="Validate a golemwz.toml (and the golem.env beside it), a "
+                      "golemwz-saved.toml or a golem.env without touching the system: every "
+                      "error with its key and fix (exit 2), or 'valid'.")
     check.add_argument("file", type=Path, metavar="FILE")
     return parser
 
