@@ -31,15 +31,12 @@ def test_example_is_all_comments() -> None:
     assert tomllib.loads(EXAMPLE.read_text()) == {}
 
 
-# Added for GOLEM's imager (issue 9); the example lives in rootfs/overlay, whose owner
-# is to document it there. Until then it is the only key the example may lack.
-NOT_YET_IN_THE_EXAMPLE = {"configuration_server"}
 
 
 def test_example_documents_every_key_with_a_valid_value() -> None:
     data = tomllib.loads(uncommented(EXAMPLE.read_text()))
     assert set(data) <= set(KEYS)
-    assert set(KEYS) - set(data) <= NOT_YET_IN_THE_EXAMPLE
+    assert set(KEYS) == set(data)
     settings, errors = parse_layer(data, "golemwz-example.toml")
     assert errors == []
     assert settings.non_interactive_install is True
