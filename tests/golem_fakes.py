@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from tests.apt_repo.conftest import FakeGitHub, make_deb
+from tests.golem_standin import BUNDLE_DIRS as BUNDLE_DIRS  # what manifest.rs reads
 
 STANDIN = Path(__file__).with_name("golem_standin.py")
 YAGNA_VERSION = "0.17.6"
