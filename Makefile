@@ -74,8 +74,7 @@ lint: venv
 
 # Unit tests only: no root, no network, no host tools, seconds.
 unit: venv
-	$(VENV)/bin/python -m pytest -m 'not tools and not root and not boot and not integration' \
-		-q $(PYTEST_ARGS)
+	$(VENV)/bin/python -m pytest -m 'not tools and not root and not boot' -q $(PYTEST_ARGS)
 
 # Everything, including a full gpu-node build from Debian's archive and QEMU boots.
 test: lint

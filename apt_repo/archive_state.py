@@ -160,7 +160,10 @@ def newer_packages(installed: dict[str, str], changed: Iterable[str], sources: l
     newest: dict[str, str] = {}
     by_suite = {s.suite: s for s in sources}
     for name in changed:
-        suite, component, binary = name.removeprefix(PREFIX).split("/")
+        parts = name.removeprefix(PREFIX).split("/")
+        if not name.startswith(PREFIX) or len(parts) != 3:
+            continue  # not an index (the archive's date)
+        suite, component, binary = parts
         source = by_suite.get(suite)
         if source is None:
             continue

@@ -122,7 +122,8 @@ class PackagesStage(Stage):
 
     def explain(self, config: BuildConfig, previous: dict[str, str], current: dict[str, str],
                 previous_entry: Path | None) -> list[str]:
-        changed = sorted(name for name in current if previous.get(name) != current[name])
+        changed = sorted(name for name in current if previous.get(name) != current[name]
+                         and name != ARCHIVE_DATE)
         if not changed:
             return []
         installed = installed_versions(previous_entry)

@@ -92,6 +92,8 @@ def test_newer_packages_are_the_installed_ones_a_changed_index_has_newer() -> No
     installed = {"openssl": "3.5.1-1", "libc6": "2.41-12", "bash": "5.2.37-2"}
     assert newer_packages(installed, ["debian:trixie-security/main/binary-amd64"], SOURCES,
                           archive) == [("openssl", "3.5.1-1", "3.5.1-1+deb13u1")]
+    # the archive's date is no index: a changed date alone names no package
+    assert newer_packages(installed, ["debian-date"], SOURCES, archive) == []
 
 
 def test_plan_says_how_many_installed_packages_are_newer(fake_project: Path, tmp_path: Path,

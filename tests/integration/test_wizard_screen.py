@@ -33,7 +33,7 @@ from boot_test.screen import contains
 from boot_test.session import Session, booted
 from tests.conftest import MEASUREMENTS, BuiltImage
 
-pytestmark = [pytest.mark.integration, pytest.mark.boot]
+pytestmark = [pytest.mark.root, pytest.mark.boot]
 
 BOOT_TIMEOUT = 600.0  # power-on to the first dialog under TCG on a busy machine
 STEP_TIMEOUT = 240.0  # one dialog to the next (the network wait is the longest)

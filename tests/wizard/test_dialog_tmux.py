@@ -16,9 +16,9 @@ from wizard_fakes import ACCOUNT
 DRIVER = Path(__file__).resolve().parent / "tmux_driver.py"
 SCREEN_WAIT_SECONDS = 60  # generous: the machine may be busy with image builds
 
-pytestmark = pytest.mark.skipif(
+pytestmark = [pytest.mark.tools, pytest.mark.skipif(
     shutil.which("tmux") is None or shutil.which("dialog") is None,
-    reason="needs the tmux and dialog programs (apt install tmux dialog)")
+    reason="needs the tmux and dialog programs (apt install tmux dialog)")]
 
 
 class Tmux:
