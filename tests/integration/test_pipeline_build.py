@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 from golemwz.layout import GOLEM_STORAGE_PARTUUID
 
+from builder.config import default_source_date_epoch
 from builder.mounts import mounts_under
 from tests.conftest import MEASUREMENTS, PROJECT_ROOT, BuiltImage, build_args, golem_live
 
@@ -63,8 +64,11 @@ def test_editing_one_overlay_file_rebuilds_from_overlay_on(gpu_node_image: Built
     project = project_copy(tmp_path)
     motd = project / "rootfs/overlay/common/etc/motd.j2"
     motd.write_text(motd.read_text() + "  edited by a test\n")
+    # The copy is no git checkout: give it the session build's SOURCE_DATE_EPOCH (the last
+    # commit's date), else the edit would also move the epoch (the newest file's time).
+    epoch = default_source_date_epoch(PROJECT_ROOT)
     args = [*build_args(gpu_node_image.tmp_dir, tmp_path / "work"),
-            "--project-root", str(project)]
+            "--project-root", str(project), "--source-date-epoch", str(epoch)]
     plan = golem_live("plan", *args)
     assert "file changed rootfs/overlay/common/etc/motd.j2" in plan.stdout
     started = time.monotonic()
