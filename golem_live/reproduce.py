@@ -8,8 +8,6 @@ diffoscope, when installed, writes a report for each beside them.
 
 from __future__ import annotations
 
-import hashlib
-import os
 import shutil
 from collections.abc import Iterator
 from pathlib import Path
@@ -17,24 +15,16 @@ from typing import Any
 
 import click
 
+from builder.cache import file_digest
 from builder.config import BuildConfig
 from builder.errors import BuildError
 from builder.mounts import safe_rmtree
 from builder.runner import SubprocessRunner
 from golem_live.options import build_options, config_from, plan_from, run_plan
+from release.artifacts import sha256_of
 
 MEDIA = ("usb", "iso")
 SHOWN = 10
-
-
-def _digest(path: Path) -> str:
-    if path.is_symlink():
-        return "link:" + os.readlink(path)
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def _files(root: Path) -> Iterator[tuple[str, Path]]:
@@ -49,7 +39,7 @@ def differing_files(first: Path, second: Path) -> list[str]:
     right = dict(_files(second))
     found = [name for name in sorted(set(left) | set(right))
              if name not in left or name not in right
-             or _digest(left[name]) != _digest(right[name])]
+             or file_digest(left[name]) != file_digest(right[name])]
     return found
 
 
@@ -98,7 +88,7 @@ def reproduce(keep: bool, **kwargs: Any) -> None:
         image_b = config_b.work_dir / config_b.image_file(media)
         offset = first_byte_difference(image_a, image_b)
         if offset is None:
-            click.echo(f"{image_a.name}: identical ({_digest(image_a)})")
+            click.echo(f"{image_a.name}: identical (sha256 {sha256_of(image_a)})")
         else:
             different.append(media)
             click.echo(f"{image_a.name}: differs from byte {offset}")

@@ -55,6 +55,11 @@ def installed_versions(entry: Path | None) -> dict[str, str] | None:
         return None
     if text is None:
         return None
+    return parse_listing(text)
+
+
+def parse_listing(text: str) -> dict[str, str]:
+    """dpkg-query's `Package<TAB>Version` lines (packages.txt) as a dict."""
     return dict(line.split("\t", 1) for line in text.splitlines() if "\t" in line)
 
 
@@ -186,8 +191,7 @@ class PackagesStage(Stage):
             listing = chroot.run(["dpkg-query", "--show", "--showformat",
                                   "${Package}\t${Version}\n"], capture=True)
             chroot.run(["apt-get", "clean"])
-        installed = dict(line.split("\t", 1) for line in listing.stdout.splitlines()
-                         if "\t" in line)
+        installed = parse_listing(listing.stdout)
         # Before the lists go: what exactly was installed, to reproduce or audit the build.
         (ctx.output / LOCK_FILE).write_text(package_lock(installed, root / "var/lib/apt/lists"))
 
