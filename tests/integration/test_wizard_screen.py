@@ -10,7 +10,8 @@ read is kept next to the test's logs (NAME.ppm, NAME.txt).
   terms, storage and the password are answered by keys on that VT; the final
   error screen (QEMU has no GPU) stays until a key; then tty1 shows the autologin
   and a motd naming the error. No getty is started on tty1 meanwhile.
-- NO AUTOSTART: tty1 shows the autologin, the wizard never runs.
+- NO AUTOSTART: tty1 shows the autologin, the wizard never runs; this is also the
+  suite's NO AUTOSTART boot under OVMF (skip_autostart on the kernel command line).
 - The unattended first-boot TOML is the first boot of test_wizard_boot.py, which
   reads tty1 exactly (/dev/vcsu1 over SSH) and by OCR: one boot serves both.
 
@@ -148,4 +149,9 @@ def test_no_autostart_shows_the_tty1_autologin_and_no_wizard(
     MEASUREMENTS["NO AUTOSTART screen (USB, OVMF, TCG, power-on to off)"] = \
         f"{time.monotonic() - started:.0f}s"
     assert "golemwz:" not in serial
+    # What test_boot_media checks of NO AUTOSTART under SeaBIOS, here under OVMF.
+    cmdline = re.search(r"Command line: (.*)", serial)
+    assert cmdline and "skip_autostart" in cmdline.group(1).split(), serial[-3000:]
+    assert "Starting golemwz.service" not in serial
+    assert "golem-autologin.service" in serial
     print(f"--- autologin\n{screen}")
