@@ -21,7 +21,6 @@ apt-get runs, after `apt-get update`.
 
 from __future__ import annotations
 
-import hashlib
 import os
 import re
 import shutil
@@ -31,6 +30,7 @@ from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from builder.cache import sha256_of
 from builder.config import BuildConfig
 from builder.mounts import mount, mounts_under, safe_rmtree
 from builder.runner import Runner
@@ -43,14 +43,6 @@ _INDEX_LINE = re.compile(rb"^(Package|Version|Architecture|SHA256): (\S+)$", re.
 
 def cache_dir(config: BuildConfig) -> Path:
     return config.tmp_dir / "packages"
-
-
-def sha256_of(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def index_of(lists: Path) -> dict[str, str]:
