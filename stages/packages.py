@@ -25,6 +25,7 @@ from builder.config import BuildConfig
 from builder.packagecache import apt_archives
 from builder.preflight import check_debian_mirror
 from builder.stage import Stage, StageContext
+from stages.shared import ARCHIVE_EPOCH_FILE
 
 SOURCES_FILE = "etc/apt/sources.list.d/debian.sources"
 # package version sha256, one per installed package (the release's NAME.packages.lock).
@@ -168,6 +169,7 @@ class PackagesStage(Stage):
         # Timestamps written inside (initramfs, /etc/shadow's last change) follow the
         # archive's date, so an unchanged archive gives the same files.
         epoch = ctx.resolved.get(ARCHIVE_DATE) or str(ctx.config.source_date_epoch)
+        (ctx.output / ARCHIVE_EPOCH_FILE).write_text(f"{epoch}\n")
         with ExitStack() as mounts:
             chroot = Chroot(root, ctx.runner, mounts, env={"SOURCE_DATE_EPOCH": epoch})
             ctx.progress("apt-get update")

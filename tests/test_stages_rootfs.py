@@ -14,7 +14,7 @@ from builder.stage import StageContext
 from stages.bootstrap import BootstrapStage
 from stages.overlay import OverlayStage, install_units, render, template_context, wanted_by
 from stages.packages import PackagesStage, debian_sources, remove_build_secrets
-from stages.squashfs import SquashfsStage, kernel_and_initrd
+from stages.squashfs import BaseSquashfsStage, kernel_and_initrd
 from tests.fakes import RecordingRunner
 
 
@@ -210,7 +210,7 @@ def test_overlay_inputs_include_templates_and_wizard(config: BuildConfig) -> Non
 
 
 def test_squashfs_finds_kernel_and_runs_mksquashfs(config: BuildConfig, tmp_path: Path) -> None:
-    root = tmp_path / "overlay/rootfs"
+    root = tmp_path / "packages/rootfs"
     (root / "boot").mkdir(parents=True)
     with pytest.raises(BuildError, match="no kernel"):
         kernel_and_initrd(root)
@@ -222,7 +222,8 @@ def test_squashfs_finds_kernel_and_runs_mksquashfs(config: BuildConfig, tmp_path
     runner.side_effects[("mksquashfs",)] = lambda argv: Path(argv[2]).write_text("sq")
     out = tmp_path / "out"
     with ExitStack() as stack:
-        SquashfsStage().run(context(config, out, runner, stack, overlay=tmp_path / "overlay"))
+        BaseSquashfsStage().run(context(config, out, runner, stack,
+                                        packages=tmp_path / "packages"))
     argv = runner.argvs[0]
     assert argv[:3] == ("mksquashfs", str(root), str(out / "live/filesystem.squashfs"))
     assert argv[argv.index("-comp") + 1] == "zstd"
