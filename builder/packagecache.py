@@ -205,7 +205,7 @@ def seed_debootstrap(config: BuildConfig, target: Path,
     validates each against its index and downloads the rest)."""
     cache = PackageCache(cache_dir(config), progress)
     count = cache.link_into(target / ARCHIVES, None)
-    progress(f"package cache: {count} cached packages offered to debootstrap")
+    progress(f"package cache: {count} packages offered to debootstrap")
     return count
 
 

@@ -20,7 +20,7 @@ from tests.conftest import MEASUREMENTS, PROJECT_ROOT, BuiltImage, build_args, g
 
 pytestmark = pytest.mark.root
 
-STAGE_LINE = re.compile(r"\[(\w+)\] (running|cached)")
+STAGE_LINE = re.compile(r"\[([\w-]+)\] (running|cached)")
 
 
 def stages_by_status(output: str, status: str) -> list[str]:
