@@ -27,7 +27,7 @@ from builder.cache import CODE_ROOT, remove_tree
 from builder.config import default_source_date_epoch
 from builder.errors import BuildError
 from builder.profile import load_profile
-from builder.runner import SubprocessRunner
+from builder.runner import Runner, SubprocessRunner
 from stages.overlay import overlay_files
 
 EDITED = "etc/modprobe.d/golem-gpu-passthrough.conf"  # an overlay file both images carry
@@ -35,9 +35,11 @@ LB_ISO = "live-image-amd64.hybrid.iso"
 
 
 class Bench:
-    def __init__(self, base: Path, profile: str, lock: Path | None = None) -> None:
+    def __init__(self, base: Path, profile: str, lock: Path | None = None,
+                 runner: Callable[[Path], Runner] = SubprocessRunner) -> None:
         self.base = base
         self.lock = lock
+        self.runner = runner  # log file -> runner (tests pass a recording one)
         self.profile = load_profile(CODE_ROOT, profile)
         self.logs = base / "logs"
         self.logs.mkdir(parents=True, exist_ok=True)
@@ -53,10 +55,10 @@ class Bench:
                 handle = held.enter_context(open(self.lock, "a"))
                 fcntl.flock(handle, fcntl.LOCK_EX)
             started = time.monotonic()
-            SubprocessRunner(log).run(argv, cwd=cwd)
+            self.runner(log).run(argv, cwd=cwd)
             seconds = time.monotonic() - started
         print(f"{label}: {seconds:.1f} s", file=sys.stderr)
-        return seconds, log.read_text(errors="replace")
+        return seconds, log.read_text(errors="replace") if log.exists() else ""
 
 
 class Ours:

@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from bench.report import Tool, render, stage_times
+from bench.run import EDITED, Bench, LiveBuild
+from tests.fakes import RecordingRunner
 
 OUTPUT = """\
     0.0s [bootstrap] cached (8d2c0f6e1a2b)
@@ -37,3 +41,24 @@ def test_the_report_has_medians_ratios_and_the_stage_table() -> None:
     assert "| overlay | 0.9 s |" in text and "| bootstrap | cached |" in text
     assert "golem-live build --profile gpu-node" in text
     assert text.startswith("# Benchmarks\n")
+
+
+def test_live_build_gets_the_profile_s_suite_packages_and_overlay(tmp_path: Path) -> None:
+    runner = RecordingRunner()
+    bench = Bench(tmp_path, "gpu-node", runner=lambda log: runner)
+    live_build = LiveBuild(bench)
+    live_build.configure()
+    (argv,) = runner.argvs
+    assert argv[:4] == ("lb", "config", "--distribution", "trixie")
+    options = dict(zip(argv[2::2], argv[3::2], strict=False))
+    assert options["--archive-areas"] == "main contrib non-free non-free-firmware"
+    assert options["--binary-images"] == "iso-hybrid"
+    assert options["--chroot-squashfs-compression-type"] == "zstd"
+    config = live_build.dir / "config"
+    packages = (config / "package-lists/golem.list.chroot").read_text().split()
+    assert "live-boot" in packages and "python3-dialog" in packages
+    assert (config / "includes.chroot" / EDITED).is_file()
+    assert (config / "includes.chroot/etc/motd").is_file()  # a template, by its image name
+    live_build.prepare("edit")
+    assert runner.argvs[-1] == ("lb", "clean")
+    assert "# bench edit" in (config / "includes.chroot" / EDITED).read_text()
