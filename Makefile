@@ -10,7 +10,7 @@ PYTEST_ARGS ?=
 
 VENV   := $(CURDIR)/.venv
 # The Python packages of the builder (see the code map in README.md).
-PY_DIRS := builder stages apt_repo disk boot_test golem_live release
+PY_DIRS := builder stages apt_repo disk boot_test golem_live release bench
 GOLEM_LIVE := $(VENV)/bin/golem-live
 BUILD_ARGS := --profile $(PROFILE) --version $(VERSION) --tmp-dir $(TMP_DIR) \
 	--work-dir $(WORK_DIR) $(if $(LOCAL_DEBS),--local-debs $(LOCAL_DEBS))
@@ -22,7 +22,7 @@ HOST_PACKAGES := debootstrap squashfs-tools xorriso grub-pc-bin grub-efi-amd64-b
 	python3 python3-venv python3-dialog python3-tomli-w debian-archive-keyring \
 	ca-certificates openssh-client bmap-tools xz-utils sbsigntool tesseract-ocr
 
-.PHONY: all deps venv root image iso usb plan test lint unit clean sweep boot write reproduce
+.PHONY: all deps venv root image iso usb plan test lint unit clean sweep boot write reproduce bench
 all: image
 
 # Host packages first: the venv needs python3-venv.
@@ -67,6 +67,12 @@ IMAGE ?= $(WORK_DIR)/golem-gpu-live-$(VERSION).img
 write: venv
 	$(if $(DEVICE),,$(error name the stick: make write DEVICE=/dev/sdX))
 	$(GOLEM_LIVE) write $(IMAGE) $(DEVICE)
+
+# This project beside Debian's live-build, written to docs/benchmarks.md (takes long).
+BENCH_ARGS ?= --profile gpu-node --repeats 3
+bench: venv
+	DEBIAN_FRONTEND=noninteractive apt-get install --yes --no-install-recommends live-build
+	$(VENV)/bin/python -m bench.run $(BENCH_ARGS)
 
 lint: venv
 	$(VENV)/bin/ruff check $(PY_DIRS) rootfs/wizard tests

@@ -31,6 +31,15 @@ def canonical_json(value: Any) -> str:
     return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
 
 
+def sha256_of(path: Path) -> str:
+    """sha256 of a file's bytes alone."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
 def file_digest(path: Path) -> str:
     """sha256 of a file's content (links by target, directories by their files)."""
     digest = hashlib.sha256()

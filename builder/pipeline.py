@@ -5,8 +5,12 @@ The engine knows no particular stage: callers pass the list (stages/catalog.py).
 
 from __future__ import annotations
 
+import os
+import signal
+import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from contextlib import ExitStack
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -15,7 +19,7 @@ from builder.cache import Manifest, StageCache, make_manifest
 from builder.config import BuildConfig
 from builder.errors import BuildError
 from builder.publish import publish_copy
-from builder.runner import Runner, SubprocessRunner
+from builder.runner import CommandResult, Runner, SubprocessRunner
 from builder.stage import Stage, StageContext
 
 
@@ -161,52 +165,146 @@ def _default_runner(log_path: Path, progress: Progress) -> Runner:
 
 
 def execute(plan: Plan, progress: Progress,
-            runner_factory: RunnerFactory = _default_runner) -> list[Path]:
-    """Run the stages that need it; return the published files."""
-    config = plan.config
-    log_dir = config.tmp_dir / "logs"
-    log_dir.mkdir(parents=True, exist_ok=True)
+            runner_factory: RunnerFactory = _default_runner, jobs: int = 4) -> list[Path]:
+    """Run the stages that need it; return the published files.
+
+    A stage starts once the stages it depends on are done; stages ready together (the
+    ISO and the USB image, the bootloader beside everything) run in threads, each with
+    its own log, runner and undo stack. A lone ready stage runs in the calling thread.
+    On a failure nothing new starts and the running stages finish; on an interrupt their
+    commands are stopped and each unwinds its own stack before the interrupt goes on.
+    """
+    (plan.config.tmp_dir / "logs").mkdir(parents=True, exist_ok=True)
     outputs: dict[str, Path] = {}
-    for step in plan.steps:
-        step.cache.sweep_temps()
-        name = step.stage.name
-        if not step.will_run:
-            progress(f"[{name}] cached ({step.key[:12]})")
-            step.cache.mark_used(step.manifest)
-            outputs[name] = step.cache.entry(step.key)
-            continue
-        log_path = log_dir / f"{name}.log"
-        log_path.write_text(f"# stage {name} key {step.key}\n")
-        started = time.monotonic()
-        reason = ", ".join(step.changes[:4]) if step.changes else "forced"
-        progress(f"[{name}] running ({reason}); log: {log_path}")
-
-        def stage_progress(message: str, _name: str = name, _t0: float = started) -> None:
-            progress(f"[{_name} {time.monotonic() - _t0:6.1f}s] {message}")
-
-        temp = step.cache.new_temp()
+    in_plan = {step.stage.name for step in plan.steps}
+    pending = list(plan.steps)
+    cancel = threading.Event()
+    running: dict[Future[None], PlannedStage] = {}
+    failure: BaseException | None = None
+    with ThreadPoolExecutor(max_workers=max(1, jobs)) as pool:
         try:
-            with ExitStack() as stack:
-                ctx = StageContext(
-                    config=config, output=temp,
-                    inputs={d: outputs[d] for d in step.stage.depends if d in outputs},
-                    runner=runner_factory(log_path, stage_progress),
-                    stack=stack, log_path=log_path, progress=stage_progress,
-                    resolved=step.manifest.resolved)
-                step.stage.run(ctx)
-            outputs[name] = step.cache.commit(temp, step.manifest)
-        except BuildError as err:
-            _discard(step.cache, temp)
-            if err.log_path is None:
-                err.log_path = log_path
-            raise BuildError(f"stage {name} failed: {err.problem}", err.fix,
-                             err.log_path) from None
+            while pending or running:
+                ready = [step for step in pending if failure is None
+                         and all(d in outputs for d in step.stage.depends if d in in_plan)]
+                for step in ready:
+                    pending.remove(step)
+                    if not step.will_run:
+                        _use_cached(step, outputs, progress)
+                        continue
+                ready = [step for step in ready if step.will_run]
+                if len(ready) == 1 and not running:  # nothing else could start meanwhile
+                    _run_step(plan, ready[0], outputs, progress, runner_factory, cancel)
+                    continue
+                for step in ready:
+                    _announce(step, plan, progress)
+                    running[pool.submit(_run_step, plan, step, outputs, progress,
+                                        runner_factory, cancel, False)] = step
+                if not running:
+                    if failure is not None or not pending:
+                        break
+                    continue
+                finished, _ = wait(running, return_when=FIRST_COMPLETED)
+                for future in finished:
+                    del running[future]
+                    error = future.exception()
+                    if error is not None and failure is None:
+                        failure = error
+            if failure is not None:
+                raise failure
         except BaseException:
-            _discard(step.cache, temp)
+            cancel.set()
+            _stop_children()
             raise
-        plan.durations[name] = time.monotonic() - started
-        progress(f"[{name}] done in {plan.durations[name]:.1f}s")
     return publish(plan, outputs)
+
+
+def _use_cached(step: PlannedStage, outputs: dict[str, Path], progress: Progress) -> None:
+    step.cache.sweep_temps()
+    progress(f"[{step.stage.name}] cached ({step.key[:12]})")
+    step.cache.mark_used(step.manifest)
+    outputs[step.stage.name] = step.cache.entry(step.key)
+
+
+def _announce(step: PlannedStage, plan: Plan, progress: Progress) -> None:
+    log_path = plan.config.tmp_dir / "logs" / f"{step.stage.name}.log"
+    reason = ", ".join(step.changes[:4]) if step.changes else "forced"
+    progress(f"[{step.stage.name}] running ({reason}); log: {log_path}")
+
+
+class _CancellableRunner:
+    """After an interrupt, refuses to start checked commands (work) in a stage's thread;
+    unchecked ones (umount, losetup --detach: the undo) still run."""
+
+    def __init__(self, inner: Runner, cancel: threading.Event) -> None:
+        self.inner = inner
+        self.cancel = cancel
+
+    def run(self, argv: Sequence[str | os.PathLike[str]], *, input: bytes | None = None,
+            env: Mapping[str, str] | None = None, cwd: str | os.PathLike[str] | None = None,
+            check: bool = True, capture: bool = False) -> CommandResult:
+        if check and self.cancel.is_set():
+            raise KeyboardInterrupt("build interrupted")
+        return self.inner.run(argv, input=input, env=env, cwd=cwd, check=check,
+                              capture=capture)
+
+
+def _stop_children() -> None:
+    """SIGTERM the process groups the runner started (each command leads its own) for
+    the stages still running in threads: their commands fail and their stacks unwind."""
+    me = os.getpid()
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[1]) == me and int(fields[2]) == int(entry.name):  # ppid, pgid
+            try:
+                os.killpg(int(entry.name), signal.SIGTERM)
+            except ProcessLookupError:
+                pass
+
+
+def _run_step(plan: Plan, step: PlannedStage, outputs: dict[str, Path], progress: Progress,
+              runner_factory: RunnerFactory, cancel: threading.Event,
+              announce: bool = True) -> None:
+    config = plan.config
+    name = step.stage.name
+    step.cache.sweep_temps()
+    log_path = config.tmp_dir / "logs" / f"{name}.log"
+    log_path.write_text(f"# stage {name} key {step.key}\n")
+    started = time.monotonic()
+    if announce:
+        _announce(step, plan, progress)
+
+    def stage_progress(message: str, _name: str = name, _t0: float = started) -> None:
+        progress(f"[{_name} {time.monotonic() - _t0:6.1f}s] {message}")
+
+    temp = step.cache.new_temp()
+    try:
+        with ExitStack() as stack:
+            ctx = StageContext(
+                config=config, output=temp,
+                inputs={d: outputs[d] for d in step.stage.depends if d in outputs},
+                runner=_CancellableRunner(runner_factory(log_path, stage_progress), cancel),
+                stack=stack, log_path=log_path, progress=stage_progress,
+                resolved=step.manifest.resolved)
+            step.stage.run(ctx)
+        outputs[name] = step.cache.commit(temp, step.manifest)
+    except BuildError as err:
+        _discard(step.cache, temp)
+        if cancel.is_set():  # a command stopped by the interrupt: report that
+            raise KeyboardInterrupt("build interrupted") from None
+        if err.log_path is None:
+            err.log_path = log_path
+        raise BuildError(f"stage {name} failed: {err.problem}", err.fix,
+                         err.log_path) from None
+    except BaseException:
+        _discard(step.cache, temp)
+        raise
+    plan.durations[name] = time.monotonic() - started
+    progress(f"[{name}] done in {plan.durations[name]:.1f}s")
 
 
 def _discard(cache: StageCache, temp: Path) -> None:

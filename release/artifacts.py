@@ -15,7 +15,6 @@ release leaves no half-written artifact under its final name.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import shutil
@@ -27,20 +26,13 @@ from typing import Any
 
 from apt_repo.channels import CHANNELS
 from apt_repo.keys import SigningKey, open_gpg
+from builder.cache import sha256_of
 from builder.errors import BuildError
 from builder.runner import Runner
 
 SUMS = "SHA256SUMS"
 SIGNATURE = "SHA256SUMS.asc"
 META = "meta.json"
-
-
-def sha256_of(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def _into_place(temp: Path, final: Path) -> Path:

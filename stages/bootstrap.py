@@ -14,14 +14,15 @@ from builder.chroot import stop_processes_inside
 from builder.config import BuildConfig
 from builder.errors import BuildError
 from builder.mounts import mounts_under, unmount
+from builder.packagecache import harvest_debootstrap, seed_debootstrap
 from builder.preflight import check_debian_mirror
 from builder.stage import Stage, StageContext
 
 
 class BootstrapStage(Stage):
     name = "bootstrap"
-    version = 2
-    code = ("apt_repo.sources",)
+    version = 3  # 3: no .deb files left in the output (they go to the package cache)
+    code = ("apt_repo.sources", "builder.packagecache")
     tools = ("debootstrap",)
     description = "debootstrap a minimal Debian system"
     config_keys = ("profile.debian.suite", "profile.debian.mirror",
@@ -51,6 +52,9 @@ class BootstrapStage(Stage):
                 unmount(ctx.runner, point)
 
         ctx.stack.callback(unmount_leftovers)
+        # Cached packages in place first: debootstrap checks each one's hash against its
+        # index and downloads only what is missing.
+        seed_debootstrap(ctx.config, root, ctx.progress)
         ctx.progress(f"debootstrap {debian.suite} ({debian.variant}) from {debian.mirror}")
         ctx.runner.run([
             "debootstrap",
@@ -60,3 +64,4 @@ class BootstrapStage(Stage):
             f"--keyring={DEBIAN_KEYRING}", "--force-check-gpg",
             debian.suite, str(root), debian.mirror,
         ])
+        harvest_debootstrap(ctx.config, root, ctx.progress)

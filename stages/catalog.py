@@ -15,7 +15,7 @@ from stages.iso import IsoStage
 from stages.overlay import OverlayStage
 from stages.packages import PackagesStage
 from stages.repository import RepositoryStage
-from stages.squashfs import SquashfsStage
+from stages.squashfs import BaseSquashfsStage, SquashfsStage
 from stages.usb import UsbImageStage
 
 
@@ -25,6 +25,6 @@ def stage_list(config: BuildConfig, github: GitHubSettings | None = None) -> lis
     stages: list[Stage] = [BootstrapStage()]
     if with_repository:
         stages.append(RepositoryStage(github=github))
-    stages += [PackagesStage(with_repository), OverlayStage(), SquashfsStage(),
-               BootloaderStage(), IsoStage(), UsbImageStage()]
+    stages += [PackagesStage(with_repository), BaseSquashfsStage(), OverlayStage(),
+               SquashfsStage(), BootloaderStage(), IsoStage(), UsbImageStage()]
     return stages

@@ -22,8 +22,10 @@ from apt_repo.keys import IMAGE_KEYRING
 from apt_repo.sources import DEBIAN_KEYRING, deb822
 from builder.chroot import POLICY_RC_D, Chroot
 from builder.config import BuildConfig
+from builder.packagecache import apt_archives
 from builder.preflight import check_debian_mirror
 from builder.stage import Stage, StageContext
+from stages.shared import ARCHIVE_EPOCH_FILE
 
 SOURCES_FILE = "etc/apt/sources.list.d/debian.sources"
 # package version sha256, one per installed package (the release's NAME.packages.lock).
@@ -102,7 +104,8 @@ def remove_build_secrets(root: Path) -> None:
 
 class PackagesStage(Stage):
     name = "packages"
-    code = ("builder.chroot", "apt_repo.sources", "apt_repo.archive_state")
+    code = ("builder.chroot", "apt_repo.sources", "apt_repo.archive_state",
+            "builder.packagecache")
     version = 1
     tools = ("chroot", "mount", "umount", "cp")
     description = "install the profile's packages in a chroot"
@@ -166,6 +169,7 @@ class PackagesStage(Stage):
         # Timestamps written inside (initramfs, /etc/shadow's last change) follow the
         # archive's date, so an unchanged archive gives the same files.
         epoch = ctx.resolved.get(ARCHIVE_DATE) or str(ctx.config.source_date_epoch)
+        (ctx.output / ARCHIVE_EPOCH_FILE).write_text(f"{epoch}\n")
         with ExitStack() as mounts:
             chroot = Chroot(root, ctx.runner, mounts, env={"SOURCE_DATE_EPOCH": epoch})
             ctx.progress("apt-get update")
@@ -173,15 +177,19 @@ class PackagesStage(Stage):
             if profile.preseed:
                 chroot.run(["debconf-set-selections"],
                            input=("\n".join(profile.preseed) + "\n").encode())
-            # The bootstrap came from the suite alone: bring it up to -updates and -security.
-            ctx.progress("upgrading the bootstrap to the archive's current packages")
-            chroot.run(["apt-get", "dist-upgrade", "--yes", "-o",
-                        "Dpkg::Options::=--force-confold"])
-            ctx.progress(f"installing {len(profile.packages)} packages and their dependencies")
-            chroot.run(["apt-get", "install", "--yes", "--no-install-recommends",
-                        "-o", "Dpkg::Options::=--force-confold", *profile.packages])
-            if "repository" in ctx.inputs:
-                self._install_from_repository(ctx, chroot)
+            # Downloads go through the shared package cache (TMP_DIR/packages).
+            with apt_archives(ctx.config, ctx.runner, root, ctx.progress):
+                # The bootstrap came from the suite alone: bring it up to -updates and
+                # -security.
+                ctx.progress("upgrading the bootstrap to the archive's current packages")
+                chroot.run(["apt-get", "dist-upgrade", "--yes", "-o",
+                            "Dpkg::Options::=--force-confold"])
+                ctx.progress(f"installing {len(profile.packages)} packages and their "
+                             "dependencies")
+                chroot.run(["apt-get", "install", "--yes", "--no-install-recommends",
+                            "-o", "Dpkg::Options::=--force-confold", *profile.packages])
+                if "repository" in ctx.inputs:
+                    self._install_from_repository(ctx, chroot)
             ctx.progress(f"creating user {profile.user}")
             groups = ",".join(profile.user_groups)
             chroot.run(["useradd", "--create-home", "--shell", "/bin/bash",

@@ -13,6 +13,9 @@ from builder.errors import BuildError
 # What GRUB and live-boot need in live/; anything else there (filesystem.size, ...)
 # goes along onto the ISO and the USB image.
 LIVE_FILES = ("vmlinuz", "initrd.img", "filesystem.squashfs")
+# In the packages stage's output: the date (SOURCE_DATE_EPOCH) its chroot used, the
+# Debian archive's; the packages layer of the squashfs is dated by it.
+ARCHIVE_EPOCH_FILE = "archive-date"
 
 
 def require_live_files(squashfs_out: Path) -> None:

@@ -48,9 +48,10 @@ def test_plan_of_a_fresh_cache_lists_every_stage_as_never_built(tmp_path: Path) 
     assert result.returncode == 0, result.stderr
     names = [line.split()[0] for line in result.stdout.splitlines()
              if not line.startswith(" ")]
-    assert names == ["bootstrap", "packages", "overlay", "squashfs", "bootloader", "iso", "usb"]
-    assert result.stdout.count("will run") == 7
-    assert result.stdout.count("never built") == 7
+    assert names == ["bootstrap", "packages", "squashfs-base", "overlay", "squashfs",
+                     "bootloader", "iso", "usb"]
+    assert result.stdout.count("will run") == 8
+    assert result.stdout.count("never built") == 8
 
 
 def test_missing_local_debs_dir(tmp_path: Path) -> None:

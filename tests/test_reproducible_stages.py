@@ -3,6 +3,8 @@ SOURCE_DATE_EPOCH (or the archive's date inside the chroot), no caches of inode 
 
 from __future__ import annotations
 
+import os
+import shutil
 from contextlib import ExitStack
 from pathlib import Path
 
@@ -13,7 +15,8 @@ from builder.config import BuildConfig, make_config
 from builder.stage import StageContext
 from stages.iso import IsoStage
 from stages.packages import PackagesStage, remove_build_secrets
-from stages.squashfs import SquashfsStage
+from stages.shared import ARCHIVE_EPOCH_FILE
+from stages.squashfs import BaseSquashfsStage, SquashfsStage
 from tests.fakes import RecordingRunner
 
 EPOCH = 1700000000
@@ -33,19 +36,31 @@ def context(config: BuildConfig, output: Path, runner: RecordingRunner, stack: E
 
 
 def test_squashfs_dates_every_inode_and_its_outputs(config: BuildConfig, tmp_path: Path) -> None:
-    root = tmp_path / "overlay/rootfs"
+    """The packages layer by the archive's date (the chroot's), the top layer by the
+    build's SOURCE_DATE_EPOCH."""
+    packages = tmp_path / "packages"
+    root = packages / "rootfs"
     (root / "boot").mkdir(parents=True)
     (root / "boot/vmlinuz-6.12").write_text("k")
     (root / "boot/initrd.img-6.12").write_text("i")
+    (packages / ARCHIVE_EPOCH_FILE).write_text(f"{EPOCH - 100}\n")
+    overlay = tmp_path / "overlay/rootfs"
+    shutil.copytree(root, overlay, copy_function=os.link)
     runner = RecordingRunner()
     runner.side_effects[("mksquashfs",)] = lambda argv: Path(argv[2]).write_text("sq")
     with ExitStack() as stack:
+        BaseSquashfsStage().run(context(config, tmp_path / "base", runner, stack,
+                                        packages=packages))
         SquashfsStage().run(context(config, tmp_path / "out", runner, stack,
-                                    overlay=tmp_path / "overlay"))
-    argv = runner.argvs[0]
-    assert argv[argv.index("-mkfs-time") + 1] == argv[argv.index("-all-time") + 1] == str(EPOCH)
+                                    packages=packages, overlay=overlay.parent,
+                                    **{"squashfs-base": tmp_path / "base"}))
+    base_argv, top_argv = runner.argvs
+    for argv, epoch in ((base_argv, EPOCH - 100), (top_argv, EPOCH)):
+        assert argv[argv.index("-mkfs-time") + 1] == argv[argv.index("-all-time") + 1] \
+            == str(epoch)
     for path in (tmp_path / "out/live").iterdir():
-        assert path.stat().st_mtime == EPOCH, path.name
+        from_base = path.name in ("vmlinuz", "initrd.img", "filesystem.squashfs")
+        assert path.stat().st_mtime == (EPOCH - 100 if from_base else EPOCH), path.name
     assert "source_date_epoch" in SquashfsStage.config_keys
 
 

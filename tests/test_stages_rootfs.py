@@ -14,7 +14,7 @@ from builder.stage import StageContext
 from stages.bootstrap import BootstrapStage
 from stages.overlay import OverlayStage, install_units, render, template_context, wanted_by
 from stages.packages import PackagesStage, debian_sources, remove_build_secrets
-from stages.squashfs import SquashfsStage, kernel_and_initrd
+from stages.squashfs import BaseSquashfsStage, kernel_and_initrd
 from tests.fakes import RecordingRunner
 
 
@@ -82,19 +82,26 @@ def test_packages_sequence_mounts_installs_and_unmounts(config: BuildConfig,
     programs = [a[0] if a[0] != "chroot" else f"chroot {a[2]}" for a in runner.argvs]
     assert programs == [
         "cp", "mount", "mount", "mount", "mount", "mount",
-        "chroot apt-get", "chroot debconf-set-selections", "chroot apt-get", "chroot apt-get",
+        "chroot apt-get", "chroot debconf-set-selections",
+        "mount", "chroot apt-get", "chroot apt-get", "umount",  # the package cache's lease
         "chroot useradd", "chroot passwd", "chroot dpkg-query", "chroot apt-get",
         "umount", "umount", "umount", "umount", "umount"]
+    # downloads go through the shared package cache, bound over apt's archives
+    assert runner.argvs[8][:2] == ("mount", "--bind")
+    assert runner.argvs[8][-1] == root + "/var/cache/apt/archives"
+    assert runner.argvs[11] == ("umount", root + "/var/cache/apt/archives")
+    assert runner.argvs[8][2].startswith(str(config.tmp_dir / "packages" / ".tmp-lease-"))
     # base packages from the bootstrap get the archive's updates and security fixes
-    assert runner.argvs[8][2:5] == ("apt-get", "dist-upgrade", "--yes")
-    install = runner.argvs[9]
+    assert runner.argvs[9][2:5] == ("apt-get", "dist-upgrade", "--yes")
+    install = runner.argvs[10]
     assert install[2:6] == ("apt-get", "install", "--yes", "--no-install-recommends")
     assert "live-boot" in install and "network-manager" in install
-    assert runner.argvs[10][-3:] == ("--groups", "sudo,kvm", "golem")
-    assert runner.argvs[11][-2:] == ("--lock", "golem")
+    assert runner.argvs[12][-3:] == ("--groups", "sudo,kvm", "golem")
+    assert runner.argvs[13][-2:] == ("--lock", "golem")
     # unmounted in reverse order of mounting
-    mounted = [a[-1] for a in runner.argvs if a[0] == "mount"]
-    unmounted = [a[-1] for a in runner.argvs if a[0] == "umount"]
+    mounted = [a[-1] for a in runner.argvs
+               if a[0] == "mount" and not a[-1].endswith("apt/archives")]
+    unmounted = [a[-1] for a in runner.argvs[12:] if a[0] == "umount"]
     assert unmounted == list(reversed(mounted))
     assert mounted[0] == root + "/proc"
     env = runner.calls[9].env or {}
@@ -203,7 +210,7 @@ def test_overlay_inputs_include_templates_and_wizard(config: BuildConfig) -> Non
 
 
 def test_squashfs_finds_kernel_and_runs_mksquashfs(config: BuildConfig, tmp_path: Path) -> None:
-    root = tmp_path / "overlay/rootfs"
+    root = tmp_path / "packages/rootfs"
     (root / "boot").mkdir(parents=True)
     with pytest.raises(BuildError, match="no kernel"):
         kernel_and_initrd(root)
@@ -215,7 +222,8 @@ def test_squashfs_finds_kernel_and_runs_mksquashfs(config: BuildConfig, tmp_path
     runner.side_effects[("mksquashfs",)] = lambda argv: Path(argv[2]).write_text("sq")
     out = tmp_path / "out"
     with ExitStack() as stack:
-        SquashfsStage().run(context(config, out, runner, stack, overlay=tmp_path / "overlay"))
+        BaseSquashfsStage().run(context(config, out, runner, stack,
+                                        packages=tmp_path / "packages"))
     argv = runner.argvs[0]
     assert argv[:3] == ("mksquashfs", str(root), str(out / "live/filesystem.squashfs"))
     assert argv[argv.index("-comp") + 1] == "zstd"

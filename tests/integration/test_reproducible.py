@@ -41,5 +41,6 @@ def test_a_second_cold_build_is_byte_identical(gpu_node_image: BuiltImage,
         f"differs: {', '.join(differing)}"
     if differing:  # name each stage whose output differs, and its first differing files
         report = [f"{name}: {differing_files(first[name][1], second[name][1])[:5]}"
-                  for name in ("packages", "overlay", "squashfs", "bootloader", "iso", "usb")]
+                  for name in ("packages", "squashfs-base", "overlay", "squashfs", "bootloader",
+                               "iso", "usb")]
         pytest.fail(f"images differ: {differing}\n" + "\n".join(report))
