@@ -63,6 +63,8 @@ _USER = re.compile(r"[a-z_][a-z0-9_-]{0,31}")
 _TEXT = re.compile(r"[A-Za-z0-9 !#&()*+,./:;<=>?@\[\]^_{|}~-]{1,256}")
 _SIZE = re.compile(r"[1-9][0-9]{0,5}[MGT]")
 _NAME = re.compile(r"[A-Za-z][A-Za-z0-9_.-]{0,63}")
+# A disk by a stable name under /dev/disk: one path component, never "." or "..".
+_DISK = re.compile(r"(by-id|by-partuuid|by-path)/[A-Za-z0-9][A-Za-z0-9:._+-]{0,127}")
 
 
 def _show(value: object) -> str:
@@ -100,6 +102,13 @@ def _name(key: str, value: object, _spec: KeySpec) -> object:
     return value.strip()
 
 
+def _disk(key: str, value: object, _spec: KeySpec) -> object:
+    if not isinstance(value, str) or not _DISK.fullmatch(value.strip()):
+        raise _bad(key, value, "a disk name", f'write {key} = "by-id/NAME" as listed by '
+                   "`ls /dev/disk/by-id` (or by-partuuid/..., by-path/...)")
+    return value.strip()
+
+
 def _choice(key: str, value: object, spec: KeySpec) -> object:
     if not isinstance(value, str) or value.strip() not in spec.choices:
         raise _bad(key, value, "one of " + ", ".join(spec.choices),
@@ -114,6 +123,7 @@ KINDS: dict[str, Callable[[str, object, KeySpec], object]] = {
     "size": _size,
     "name": _name,
     "choice": _choice,
+    "disk": _disk,
 }
 
 
