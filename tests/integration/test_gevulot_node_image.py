@@ -123,6 +123,7 @@ echo "vfio_unit=$(systemctl is-active golemwz-vfio.service)"
 """
 
 
+@pytest.mark.boot
 def test_boot_runs_postgres_and_generates_the_node_quadlet(
         gevulot_image: BuiltImage, tmp_path: Path) -> None:
     key = tmp_path / "id_ed25519"
