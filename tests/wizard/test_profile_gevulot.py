@@ -91,7 +91,9 @@ def test_first_boot_binds_the_gpu_group_writes_the_dropin_and_starts_the_node(
         tmp_path: Path) -> None:
     machine = gevulot_machine(tmp_path)
     machine.write_first_boot(FIRST_BOOT)
-    assert main([], machine.services(ScriptedUI())) == 0  # no terms, no question
+    ui = ScriptedUI()
+    assert main([], machine.services(ui)) == 0  # no terms, no question
+    assert ("info", "gevulot-node wizard: done") in [shown[:2] for shown in ui.shown]
     root = machine.layout.root
     assert (root / "etc/modprobe.d/golemwz-vfio-ids.conf").read_text().endswith(
         "options vfio-pci ids=10de:10fa,10de:1ad8,10de:1ad9,10de:2684\n")

@@ -271,7 +271,8 @@ class Wizard:
             error=error, password=self.new_password, password_note=self.password_note,
             node_name=self.settings.glm_node_name, hostname=hostname, addresses=addresses,
             configured=tuple(self.configured), golem=self.layout.golem_installed(),
-            holds=self.services.screen.holds, framebuffer_seconds=framebuffer_seconds)
+            holds=self.services.screen.holds, framebuffer_seconds=framebuffer_seconds,
+            profile=self.spec.name if self.spec else None)
 
     def draw_final_screen(self, report: final_screen.FinalReport) -> None:
         """Draw the last screen; once it is up, the new password may be kept."""
