@@ -12,62 +12,29 @@ database password, and `systemctl cat gevulot-node.service` showing the quadlet.
 
 from __future__ import annotations
 
-import os
-import subprocess
-import tempfile
-import time
 from pathlib import Path
 
 import pytest
 
-from boot_test.qemu import BootOptions
-from boot_test.session import booted
-from tests.conftest import MEASUREMENTS, BuiltImage, golem_live, require_root
-from tests.integration.test_wizard_boot import (
-    MTOOLS_ENV,
-    conf_files,
-    fat,
-    free_port,
-    key_values,
-    read_table,
-    run,
+from tests.conftest import BuiltImage
+from tests.integration.profile_images import (
+    boot_with_first_boot,
+    build_profile,
+    image_file,
+    squashfs_of,
 )
+from tests.integration.test_wizard_boot import MTOOLS_ENV, conf_files, fat, read_table, run
 
 pytestmark = pytest.mark.root
 
 PROFILE = "gevulot-node"
-BOOT_TIMEOUT = 600.0
-READY = "golemwz: the final screen stays on tty1 until a key is pressed"
 EXAMPLE = Path(__file__).resolve().parents[2] / (
     "rootfs/overlay/gevulot-node/usr/share/golemwz/golemwz-example.toml")
 
 
 @pytest.fixture(scope="session")
 def gevulot_image(build_base: Path) -> BuiltImage:
-    """gevulot-node built once (its own cache under the session's build base)."""
-    require_root()
-    tmp_dir, work_dir = build_base / PROFILE / "tmp", build_base / PROFILE / "work"
-    started = time.monotonic()
-    result = golem_live("build", "--profile", PROFILE, "--version", "test", "--tmp-dir",
-                        str(tmp_dir), "--work-dir", str(work_dir))
-    seconds = time.monotonic() - started
-    assert result.returncode == 0, result.stderr[-3000:]
-    built = BuiltImage(tmp_dir, work_dir, "test", result.stderr, seconds)
-    MEASUREMENTS[f"{PROFILE} build (cold unless --build-cache)"] = f"{seconds:.1f}s"
-    MEASUREMENTS[f"{PROFILE} size {built.img.name}"] = \
-        f"{built.img.stat().st_blocks * 512 / 2**20:.0f} MiB allocated"
-    return built
-
-
-def squashfs_of(built: BuiltImage) -> Path:
-    found = sorted(built.tmp_dir.glob("cache/squashfs/*/live/filesystem.squashfs"))
-    assert found, f"no squashfs under {built.tmp_dir}"
-    return max(found, key=lambda path: path.stat().st_mtime)
-
-
-def image_file(squashfs: Path, path: str) -> str:
-    return subprocess.run(["unsquashfs", "-cat", str(squashfs), path], capture_output=True,
-                          text=True, check=True).stdout
+    return build_profile(build_base, PROFILE)
 
 
 def test_image_has_the_node_host_of_reference_002(gevulot_image: BuiltImage) -> None:
@@ -126,28 +93,9 @@ echo "vfio_unit=$(systemctl is-active golemwz-vfio.service)"
 @pytest.mark.boot
 def test_boot_runs_postgres_and_generates_the_node_quadlet(
         gevulot_image: BuiltImage, tmp_path: Path) -> None:
-    key = tmp_path / "id_ed25519"
-    run("ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", "gevulot-test", "-f", str(key))
-    image = tmp_path / "stick.img"
-    run("cp", "--sparse=always", str(gevulot_image.img), str(image))
-    first_boot = tmp_path / "golemwz.toml"
-    first_boot.write_text("non_interactive_install = true\n"
-                          f'ssh_keys = ["{key.with_suffix(".pub").read_text().strip()}"]\n')
-    run("mcopy", "-i", fat(image, read_table(image)), str(first_boot), "::golemwz.toml",
-        env=MTOOLS_ENV)
-    options = BootOptions(image=image, media="usb", firmware="uefi", timeout=BOOT_TIMEOUT,
-                          log_path=tmp_path / "boot.log", memory_mib=3072)
-    started = time.monotonic()
-    with tempfile.TemporaryDirectory(prefix="gevulot-boot-") as temp, \
-            booted(options, Path(temp), tmp_path, ssh_port=free_port(), ssh_key=key) as session:
-        ready = session.wait_serial(READY, BOOT_TIMEOUT)
-        guest = key_values(session.ssh(GUEST)) if ready else {}
-        console = session.serial_text()
-        session.power_off(120)
-    MEASUREMENTS[f"{PROFILE} boot (USB, OVMF, TCG, to the checks' end)"] = \
-        f"{time.monotonic() - started:.0f}s"
-    assert ready, f"the wizard never finished; console:\n{console[-4000:]}"
-    print(os.linesep.join(f"{k}={v}" for k, v in guest.items()))
+    boot = boot_with_first_boot(gevulot_image, tmp_path, PROFILE,
+                                "non_interactive_install = true\n", GUEST)
+    guest, console = boot.guest, boot.console
     assert guest.get("failed") == "", guest
     assert guest.get("system") == "running", guest
     assert guest.get("postgres") == "active" and guest.get("db") == "active", guest
