@@ -66,7 +66,7 @@ echo "nofile=$(ulimit -Hn)"
 echo "service_nofile=$(systemctl show -p DefaultLimitNOFILE --value)"
 echo "persistenced=$(systemctl is-active nvidia-persistenced.service)"
 echo "zfs_module=$(systemctl is-active zfs-load-module.service)"
-echo "tools=$(command -v nvidia-smi zpool jq brctl sar | wc -l)"
+echo "tools=$(PATH=$PATH:/usr/sbin command -v nvidia-smi zpool jq brctl sar | wc -l)"
 """
 
 
