@@ -25,7 +25,8 @@ def worker(root: Path, first_boot: str, *, pool_exists: bool = False) -> FakeMac
     shutil.copy(SPEC, machine.layout.profile_spec_file)
     found = (0, "") if pool_exists else (1, "")
     machine.runner.responses.update({("zpool", "list"): (1, ""), ("zpool", "import"): found,
-                                     ("zfs", "list"): found})
+                                     ("zfs", "list"): found,
+                                     ("zfs", "get"): (0, "yes\n")})
     machine.write_first_boot("non_interactive_install = true\n" + first_boot)
     return machine
 
@@ -64,7 +65,7 @@ def test_file_backed_pool_on_the_storage_partition_then_containerd_restarted(
     directory = machine.layout.storage_mount_dir / "zfs"
     assert zfs_commands(machine) == [
         ("zpool", "list", "-H", "-o", "name", "ilu-pool"),
-        ("zpool", "import", "-d", str(directory), "ilu-pool"),
+        ("zpool", "import", "-N", "-d", str(directory), "ilu-pool"),
         ("fallocate", "-l", "20G", str(directory / "ilu-pool")),
         ("zpool", "create", "-m", "none", "ilu-pool", str(directory / "ilu-pool")),
         ("zfs", "list", "-H", "-o", "name", "ilu-pool/containerd"),
@@ -82,9 +83,13 @@ def test_a_pool_of_an_earlier_boot_is_imported_not_made_again(tmp_path: Path) ->
                      pool_exists=True)
     assert main([], machine.services(ScriptedUI())) == 0
     commands = zfs_commands(machine)
-    assert ("zpool", "import", "-d", str(machine.layout.storage_mount_dir / "zfs"),
+    assert ("zpool", "import", "-N", "-d", str(machine.layout.storage_mount_dir / "zfs"),
             "tank") in commands
     assert not [a for a in commands if a[1] == "create" or a[0] == "fallocate"]
+    # Whatever the pool on the stick says, only containerd's dataset is mounted, there.
+    assert ("zfs", "set", f"mountpoint={SNAPSHOTTER}", "canmount=on", "tank/containerd") \
+        in commands
+    assert ("zfs", "mount", "tank/containerd") in commands
     assert commands[-1] == ("systemctl", "restart", "--no-block", "containerd.service")
 
 
@@ -95,7 +100,8 @@ def test_pool_on_a_second_disk(tmp_path: Path) -> None:
     disk.touch()
     assert main([], machine.services(ScriptedUI())) == 0
     assert ("zpool", "create", "-m", "none", "ilu-pool", str(disk)) in zfs_commands(machine)
-    assert ("zpool", "import", "-d", str(disk.parent), "ilu-pool") in zfs_commands(machine)
+    assert ("zpool", "import", "-N", "-d", str(disk.parent), "ilu-pool") \
+        in zfs_commands(machine)
 
 
 def test_a_missing_disk_is_an_error_that_names_it(tmp_path: Path) -> None:
@@ -103,3 +109,20 @@ def test_a_missing_disk_is_an_error_that_names_it(tmp_path: Path) -> None:
     assert main([], machine.services(ScriptedUI())) == 1
     assert "zfs_device:" in machine.log_text() and "does not exist here" in machine.log_text()
     assert not machine.runner.matching("zpool", "create")
+
+
+def test_a_symlinked_pool_directory_on_the_storage_is_refused(tmp_path: Path) -> None:
+    machine = worker(tmp_path, '[profile]\nzfs_pool = "file"\n')
+    machine.layout.storage_mount_dir.mkdir(parents=True)
+    (machine.layout.storage_mount_dir / "zfs").symlink_to(machine.layout.root / "etc")
+    assert main([], machine.services(ScriptedUI())) == 1
+    assert "is a symbolic link" in machine.log_text()
+    assert not machine.runner.matching("fallocate")
+
+
+def test_an_imported_dataset_that_will_not_mount_is_an_error(tmp_path: Path) -> None:
+    machine = worker(tmp_path, '[profile]\nzfs_pool = "file"\n', pool_exists=True)
+    machine.runner.responses[("zfs", "get")] = (0, "no\n")
+    assert main([], machine.services(ScriptedUI())) == 1
+    assert "cannot be mounted" in machine.log_text()
+    assert not machine.runner.matching("systemctl", "restart")

@@ -19,6 +19,7 @@ from golemwz.config import AUTO, write_atomically
 from golemwz.errors import WizardError
 from golemwz.pci import PciAddress, read_device, survey_gpus
 from golemwz.profile_spec import ProfileSpec
+from golemwz.storage_dirs import safe_directory
 
 if TYPE_CHECKING:
     from golemwz.wizard import Wizard
@@ -62,23 +63,6 @@ def network_step(wizard: Wizard, _spec: ProfileSpec) -> None:
     wizard.check_network()
 
 
-def _safe_directory(base: Path, relative: str) -> Path:
-    """base/relative created, refusing a symlink anywhere below base: the storage
-    partition is written by whoever held the stick, and a bind mount follows links."""
-    current = base
-    for part in Path(relative).parts:
-        current = current / part
-        if current.is_symlink():
-            raise WizardError(f"{current} on the storage partition is a symbolic link",
-                              "remove it (the wizard binds only real directories)")
-        if not current.exists():
-            current.mkdir(mode=0o750)
-        elif not current.is_dir():
-            raise WizardError(f"{current} on the storage partition is not a directory",
-                              "remove or rename it")
-    return current
-
-
 def persistent_step(wizard: Wizard, spec: ProfileSpec) -> None:
     """Bind each persistent path of the spec from the storage partition."""
     layout, runner = wizard.layout, wizard.services.runner
@@ -86,7 +70,7 @@ def persistent_step(wizard: Wizard, spec: ProfileSpec) -> None:
     if not storage_root.is_dir():
         raise WizardError(f"{storage_root} is not mounted", "the storage step comes first")
     for path, owner in spec.persistent:
-        source = _safe_directory(storage_root, str(Path(PERSISTENT_SUBDIR) / path.lstrip("/")))
+        source = safe_directory(storage_root, str(Path(PERSISTENT_SUBDIR) / path.lstrip("/")))
         target = layout.system_path(path)
         target.mkdir(parents=True, exist_ok=True)
         runner.run(["chown", f"{owner}:{owner}", str(source)])

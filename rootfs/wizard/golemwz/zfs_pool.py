@@ -9,6 +9,9 @@ file system"), when golemwz.toml's [profile] table asks for one.
 then the `containerd` dataset mounted at containerd's ZFS snapshotter directory and
 containerd restarted. A pool made at an earlier boot is imported, never created again;
 `zpool create` runs without -f, so it refuses a device that holds a filesystem or is in use.
+A pool found on the storage partition may have been made by anyone who held the stick: it
+is imported without mounting anything (-N), and only the containerd dataset is mounted,
+at the mountpoint set here, whatever its own properties said.
 """
 
 from __future__ import annotations
@@ -18,6 +21,7 @@ from typing import TYPE_CHECKING
 
 from golemwz.errors import WizardError
 from golemwz.profile_spec import ProfileSpec
+from golemwz.storage_dirs import safe_directory
 
 if TYPE_CHECKING:
     from golemwz.wizard import Wizard
@@ -56,14 +60,13 @@ def configure(wizard: Wizard, spec: ProfileSpec) -> None:
         search = ["-d", str(device.parent)]
     if runner.run(["zpool", "list", "-H", "-o", "name", pool], check=False).returncode == 0:
         wizard.step(f"ZFS pool {pool} is imported already")
-    elif runner.run(["zpool", "import", *search, pool], check=False).returncode == 0:
+    elif runner.run(["zpool", "import", "-N", *search, pool], check=False).returncode == 0:
         wizard.step(f"ZFS pool {pool} imported (made at an earlier boot)")
     elif mode == "file":
         if not layout.storage_mount_dir.is_dir():
             raise WizardError("zfs_pool = \"file\" needs the storage partition",
                               "the storage step comes before the zfs step")
-        directory.mkdir(mode=0o700, exist_ok=True)
-        backing = directory / pool
+        backing = safe_directory(layout.storage_mount_dir, POOL_SUBDIR) / pool
         if backing.is_symlink():
             raise WizardError(f"{backing} is a symbolic link", "remove it")
         size = str(spec.value(values, "zfs_pool_size"))
@@ -80,6 +83,14 @@ def configure(wizard: Wizard, spec: ProfileSpec) -> None:
     if runner.run(["zfs", "list", "-H", "-o", "name", dataset], check=False).returncode != 0:
         runner.run(["zfs", "create", "-o", f"mountpoint={mountpoint}", dataset])
         wizard.step(f"ZFS dataset {dataset} created at {mountpoint}")
+    else:
+        runner.run(["zfs", "set", f"mountpoint={mountpoint}", "canmount=on", dataset])
+        runner.run(["zfs", "mount", dataset], check=False)  # fails when mounted already
+        mounted = runner.run(["zfs", "get", "-H", "-o", "value", "mounted", dataset]).stdout
+        if mounted.strip() != "yes":
+            raise WizardError(f"ZFS dataset {dataset} cannot be mounted at {mountpoint}",
+                              "see `zfs mount` in ~golem/golemwz.log")
+        wizard.step(f"ZFS dataset {dataset} mounted at {mountpoint}")
     restart = spec.zfs.get("restart")
     if restart:
         runner.run(["systemctl", "restart", "--no-block", restart])
