@@ -43,6 +43,9 @@ def test_image_has_the_worker_host_of_reference_001(iluvatar_image: BuiltImage) 
         squashfs, "etc/systemd/system/nvidia-persistenced.service.d/90-persistence-mode.conf")
     assert ("ExecStart=/usr/bin/nvidia-persistenced --user nvpd --persistence-mode --verbose"
             in persistenced.splitlines())
+    # Not loaded unconditionally: without a GPU that fails systemd-modules-load.
+    assert not [line for line in image_file(squashfs, "etc/modules-load.d/nvidia.conf")
+                .splitlines() if line and not line.startswith("#")]
     assert 'restart = "containerd.service"' in image_file(
         squashfs, "usr/share/golemwz/profile.toml")
     # No compiler and no DKMS in the image: the modules are compiled once elsewhere.
