@@ -30,6 +30,17 @@ from stages.shared import require_live_files
 
 EXAMPLE_CONF = Path("rootfs/overlay/common/usr/share/golemwz/golemwz-example.toml")
 ESP_EFI_FILES = ("BOOTX64.EFI", "grubx64.efi", "mmx64.efi")
+EXAMPLE_IN_OVERLAY = Path("usr/share/golemwz/golemwz-example.toml")
+
+
+def example_conf(config: BuildConfig) -> Path:
+    """The profile's own example (the last of its overlays that has one, as that is the
+    file its image holds), else common's."""
+    for name in reversed(config.profile.overlays):
+        candidate = Path("rootfs/overlay") / name / EXAMPLE_IN_OVERLAY
+        if (config.project_root / candidate).exists():
+            return candidate
+    return EXAMPLE_CONF
 
 
 def link_or_copy(source: Path, target: Path) -> None:
@@ -61,7 +72,7 @@ class UsbImageStage(Stage):
     description = "GPT USB disk image"
 
     def input_files(self, config: BuildConfig) -> list[Path]:
-        return [config.project_root / LAYOUT_FILE, config.project_root / EXAMPLE_CONF]
+        return [config.project_root / LAYOUT_FILE, config.project_root / example_conf(config)]
 
     def published(self, config: BuildConfig) -> list[str]:
         return [config.image_file("usb")]
@@ -69,9 +80,9 @@ class UsbImageStage(Stage):
     def run(self, ctx: StageContext) -> None:
         config = ctx.config
         squashfs_out, boot_out = ctx.inputs["squashfs"], ctx.inputs["bootloader"]
-        example = config.project_root / EXAMPLE_CONF
+        example = config.project_root / example_conf(config)
         if not example.exists():
-            raise BuildError(f"{EXAMPLE_CONF} is missing", "restore it from git")
+            raise BuildError(f"{example_conf(config)} is missing", "restore it from git")
         layout = load_layout(config.project_root / LAYOUT_FILE)
 
         # Scratch inside the stage's own temp output: a killed build leaves it

@@ -21,6 +21,7 @@ from golemwz.config import (
 )
 from golemwz.errors import ConfigError
 from golemwz.layout import FIRST_BOOT_FILE_NAME, GOLEM_ENV_FILE_NAME
+from golemwz.profile_spec import ProfileSpec
 
 # What an unattended boot (non_interactive_install = true) stops without; the keys of
 # config.UNATTENDED_DEFAULTS it fills in (wizard.Wizard.obtain) and says so. The GLM
@@ -30,8 +31,10 @@ UNATTENDED_REQUIRED = ("accepted_terms",)
 UNATTENDED_GLM = ("glm_account", "glm_per_hour")
 
 
-def check_file(path: Path) -> tuple[list[ConfigError], list[str]]:
-    """(errors, notes) for the file; no errors means the boot accepts every value."""
+def check_file(path: Path, spec: ProfileSpec | None = None) -> tuple[list[ConfigError],
+                                                                      list[str]]:
+    """(errors, notes) for the file; no errors means the boot accepts every value.
+    `spec`: the profile whose [profile] keys the file may set (None: GOLEM's wizard)."""
     if path.name == GOLEM_ENV_FILE_NAME:  # the imager's KEY=VALUE file, on its own
         try:
             text = read_text(path, path.name)
@@ -47,7 +50,7 @@ def check_file(path: Path) -> tuple[list[ConfigError], list[str]]:
     if data is None:
         return [ConfigError("", f"{path} does not exist",
                             "give the path of a golemwz.toml or golemwz-saved.toml")], []
-    settings, errors = parse_layer(data, str(path))
+    settings, errors = parse_layer(data, str(path), spec)
     notes: list[str] = []
     # The boot merges golem.env (GOLEM's imager writes it beside golemwz.toml) under the
     # first-boot file's [env]; a saved configuration is read alone.
@@ -69,7 +72,7 @@ def check_file(path: Path) -> tuple[list[ConfigError], list[str]]:
     if settings.configuration_server:
         notes.append(f"configuration_server {settings.configuration_server} is kept, but "
                      "this image does not poll it yet")
-    if settings.non_interactive_install:
+    if settings.non_interactive_install and spec is None:
         for key in UNATTENDED_REQUIRED:
             if getattr(settings, key) is None and not any(e.key == key for e in errors):
                 errors.append(ConfigError(
@@ -88,9 +91,9 @@ def check_file(path: Path) -> tuple[list[ConfigError], list[str]]:
     return errors, notes
 
 
-def run_check(path: Path, out: TextIO) -> int:
+def run_check(path: Path, out: TextIO, spec: ProfileSpec | None = None) -> int:
     """Print every error with its key and fix (exit 2), or "valid" (exit 0)."""
-    errors, notes = check_file(path)
+    errors, notes = check_file(path, spec)
     for error in errors:
         out.write(f"{error.key or '(file)'}: {error.line()}\n")
     for note in notes:

@@ -20,11 +20,13 @@ from golemwz.check import run_check
 from golemwz.config import Settings, parse_layer
 from golemwz.errors import WizardError
 from golemwz.layout import SystemLayout
-from golemwz.pci import GpuSurvey, survey_gpus
+from golemwz.pci import GpuSurvey, PciAddress, survey_gpus
+from golemwz.profile_spec import load_spec
 from golemwz.report import SYSTEM_CONSOLE, Reporter
 from golemwz.runner import SubprocessRunner
 from golemwz.termination import GUARD, Terminated
 from golemwz.ui import UI, PlainUI
+from golemwz.vfio import bind_to_vfio
 from golemwz.wizard import Options, Services, Wizard
 
 # (flag, configuration key, help): flags share the TOML keys' validation.
@@ -64,7 +66,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--log-to-console", action="store_true",
                         help=f"Also write progress lines to {SYSTEM_CONSOLE} (the boot unit "
                              "passes it, so they reach the serial console).")
-    commands = parser.add_subparsers(dest="command", metavar="{gpus,check}")
+    commands = parser.add_subparsers(dest="command", metavar="{gpus,check,vfio-bind}")
     gpus = commands.add_parser("gpus", help="Show the NVIDIA GPUs and their IOMMU isolation.")
     gpus.add_argument("--sysfs-root", type=Path, default=Path("/sys"))
     gpus.add_argument("--no-relax-gpu-isolation", action="store_true",
@@ -75,6 +77,14 @@ def build_parser() -> argparse.ArgumentParser:
                       "golemwz-saved.toml or a golem.env without touching the system: every "
                       "error with its key and fix (exit 2), or 'valid'.")
     check.add_argument("file", type=Path, metavar="FILE")
+    check.add_argument("--profile", type=Path, metavar="SPEC", default=None,
+                       help="The profile spec whose [profile] keys FILE may set (default: "
+                            "this image's /usr/share/golemwz/profile.toml, if any); from the "
+                            "project: rootfs/overlay/PROFILE/usr/share/golemwz/profile.toml.")
+    bind = commands.add_parser(
+        "vfio-bind", help="Bind the PCI functions listed in FILE (one a line) to vfio-pci, "
+                          "unbinding their drivers (golemwz-vfio.service runs it).")
+    bind.add_argument("file", type=Path, metavar="FILE")
     return parser
 
 
@@ -95,6 +105,25 @@ def show_gpus(args: argparse.Namespace) -> int:
     survey = survey_gpus(args.sysfs_root, relax_bridges=not args.no_relax_gpu_isolation,
                          pci_ids_file=SystemLayout().pci_ids_file)
     print(json.dumps(survey.to_json(), indent=2) if args.json else format_survey(survey))
+    return 0
+
+
+def vfio_bind(path: Path, layout: SystemLayout | None = None,
+              runner: SubprocessRunner | None = None) -> int:
+    """The devices golemwz wrote (profile_steps.VFIO_DEVICES_FILE) to vfio-pci."""
+    layout = layout or SystemLayout()
+    reporter = Reporter(None, debug=False)
+    try:
+        addresses = [PciAddress.parse(line.strip()) for line in
+                     path.read_text(encoding="ascii").splitlines() if line.strip()]
+        bind_to_vfio(layout.sysfs_root, layout.dev_root, addresses,
+                     runner or SubprocessRunner(reporter), reporter)
+    except (OSError, UnicodeDecodeError, ValueError) as error:
+        print(f"golemwz: error: {path}: {error}", file=sys.stderr)
+        return 2
+    except WizardError as error:
+        print(f"golemwz: error: {error.line()}", file=sys.stderr)
+        return error.exit_status
     return 0
 
 
@@ -144,7 +173,14 @@ def main(argv: Sequence[str] | None = None, services: Services | None = None) ->
     if args.command == "gpus":
         return show_gpus(args)
     if args.command == "check":
-        return run_check(args.file, sys.stdout)
+        try:
+            spec = load_spec(args.profile or SystemLayout().profile_spec_file)
+        except WizardError as error:
+            print(f"golemwz: error: {error.line()}", file=sys.stderr)
+            return 2
+        return run_check(args.file, sys.stdout, spec)
+    if args.command == "vfio-bind":
+        return vfio_bind(args.file)
     try:
         flags = flag_settings(args)
         services = services or real_services(args)

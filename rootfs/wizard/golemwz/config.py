@@ -24,6 +24,7 @@ from typing import Any, Literal
 
 from golemwz.errors import ConfigError
 from golemwz.pci import PciAddress
+from golemwz.profile_spec import ProfileSpec, no_profile_table
 
 AUTO: Literal["auto"] = "auto"
 GpuChoice = tuple[PciAddress, ...] | Literal["auto"]
@@ -78,6 +79,8 @@ class Settings:
     # golem-gpu-imager's configuration server: validated and kept, not polled yet.
     configuration_server: str | None = None
     env: tuple[tuple[str, str], ...] | None = None  # sorted (name, value) pairs
+    # The [profile] table: keys a non-GOLEM profile declares (profile_spec.py).
+    profile: tuple[tuple[str, object], ...] | None = None  # sorted (key, value) pairs
 
     def merged_over(self, lower: Settings) -> Settings:
         """This layer's values, falling back to `lower` where this one has none."""
@@ -89,7 +92,10 @@ class Settings:
         return dataclasses.replace(self, **{key: value})
 
 
-KEYS = tuple(f.name for f in fields(Settings))
+# The keys of GOLEM's wizard; `profile` (a [profile] table) exists only on images whose
+# profile declares keys (profile_spec.py), so GOLEM's example and messages leave it out.
+KEYS = tuple(f.name for f in fields(Settings) if f.name != "profile")
+ALL_KEYS = (*KEYS, "profile")
 # What an unattended run (non_interactive_install = true) takes for a key it is not given:
 # GOLEM's imager leaves these out of its non-interactive golemwz.toml (golem-gpu-imager
 # src/disk/configuration.rs to_toml_content writes no storage_partition, gpu_pci_slot or
@@ -311,11 +317,13 @@ VALIDATORS: dict[str, Callable[[str, object], Any]] = {
     "non_interactive_install": _boolean,
     "configuration_server": _https_url,
     "env": _env,
+    "profile": no_profile_table,
 }
-assert set(VALIDATORS) == set(KEYS), "every Settings field needs a validator"
+assert set(VALIDATORS) == set(ALL_KEYS), "every Settings field needs a validator"
 
 
-def parse_layer(data: Mapping[str, object], source: str) -> tuple[Settings, list[ConfigError]]:
+def parse_layer(data: Mapping[str, object], source: str,
+                spec: ProfileSpec | None = None) -> tuple[Settings, list[ConfigError]]:
     """Validate one layer. Good keys are kept, each bad one becomes an error.
 
     Errors are returned rather than raised so the interactive wizard can show
@@ -323,11 +331,13 @@ def parse_layer(data: Mapping[str, object], source: str) -> tuple[Settings, list
     """
     values: dict[str, object] = {}
     errors: list[ConfigError] = []
+    validators = VALIDATORS if spec is None else {**VALIDATORS, "profile": spec.validate_table}
     for key, raw in data.items():
-        validator = VALIDATORS.get(key)
+        validator = validators.get(key)
         if validator is None:
             errors.append(ConfigError(key, f"{source}: unknown key '{key}'",
-                                      "remove it; known keys: " + ", ".join(KEYS)))
+                                      "remove it; known keys: " + ", ".join(
+                                          KEYS if spec is None else ALL_KEYS)))
             continue
         try:
             values[key] = validator(key, raw)
@@ -340,11 +350,11 @@ def parse_layer(data: Mapping[str, object], source: str) -> tuple[Settings, list
     return Settings(**values), errors  # type: ignore[arg-type]
 
 
-def parse_first_boot(data: Mapping[str, object] | None,
-                     env_text: str | None) -> tuple[Settings, list[ConfigError]]:
+def parse_first_boot(data: Mapping[str, object] | None, env_text: str | None,
+                     spec: ProfileSpec | None = None) -> tuple[Settings, list[ConfigError]]:
     """The first-boot layer: golemwz.toml with golem.env's lines merged under its [env]
     (golemwz.toml wins). Errors as parse_layer's: each bad key or line is one."""
-    first, errors = parse_layer(data or {}, "first-boot golemwz.toml")
+    first, errors = parse_layer(data or {}, "first-boot golemwz.toml", spec)
     if env_text is not None:
         env, env_errors = parse_env_file(env_text, "golem.env")
         first = first.with_value("env", merge_env(env, first.env))
@@ -384,13 +394,13 @@ def read_toml(path: Path, source: str) -> dict[str, object] | None:
 
 def to_toml(settings: Settings) -> dict[str, object]:
     table: dict[str, object] = {}
-    for key in KEYS:
+    for key in ALL_KEYS:
         value = getattr(settings, key)
         if value is None:
             continue
         if isinstance(value, Decimal):
             value = str(value)  # a string keeps 0.25 exact, as the reference's example
-        elif key == "env":
+        elif key in ("env", "profile"):
             value = dict(value)
         elif key in ("gpu_pci_slot", "vfio_devices") and value != AUTO:
             value = [str(address) for address in value]

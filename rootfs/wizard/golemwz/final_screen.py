@@ -37,6 +37,7 @@ class FinalReport:
     golem: bool  # the GOLEM provider packages are installed
     holds: bool  # the screen waits for a key (at boot)
     framebuffer_seconds: int | None = None  # the boot GPU is about to be handed over
+    profile: str | None = None  # a non-GOLEM profile's name (profile_spec), for the title
 
     @property
     def failed(self) -> bool:
@@ -44,7 +45,8 @@ class FinalReport:
 
 
 def title(report: FinalReport) -> str:
-    return "GOLEM provider wizard: " + ("FAILED" if report.failed else "done")
+    name = f"{report.profile} wizard" if report.profile else "GOLEM provider wizard"
+    return f"{name}: " + ("FAILED" if report.failed else "done")
 
 
 def body(report: FinalReport) -> str:

@@ -75,6 +75,10 @@ class SystemLayout:
     # golem-provider.service starts only when this exists (ConditionPathExists=):
     # systemd hears READY=1 after a failed run too, so the boot need not wait.
     provider_ready_marker: Path = Path("/run/golemwz/provider-configured")
+    # A non-GOLEM profile's steps and keys (profile_spec.py); absent on GOLEM's images.
+    profile_spec_file: Path = Path("/usr/share/golemwz/profile.toml")
+    # Where a profile's steps write absolute paths of its spec (/etc/..., /run/...).
+    root: Path = Path("/")
 
     @classmethod
     def under(cls, root: Path) -> SystemLayout:
@@ -98,7 +102,13 @@ class SystemLayout:
             motd_notice=root / "run/motd.d/golemwz",
             issue_notice=root / "etc/issue.d/golemwz.issue",
             provider_ready_marker=root / "run/golemwz/provider-configured",
+            profile_spec_file=root / "usr/share/golemwz/profile.toml",
+            root=root,
         )
+
+    def system_path(self, absolute: str) -> Path:
+        """An absolute path of the running system (a profile spec's) under `root`."""
+        return self.root / absolute.lstrip("/")
 
     @property
     def saved_config(self) -> Path:

@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any
 
-from golemwz import accounts, final_screen, network, provider, storage
+from golemwz import accounts, final_screen, network, profile_steps, provider, storage
 from golemwz.boot_console import NullScreen, Screen
 from golemwz.config import (
     AUTO,
@@ -34,6 +34,7 @@ from golemwz.layout import (
     legacy_bios_boot,
 )
 from golemwz.pci import PciAddress, device_exists, survey_gpus
+from golemwz.profile_spec import load_spec
 from golemwz.report import Reporter
 from golemwz.runner import Runner
 from golemwz.ui import UI
@@ -97,6 +98,7 @@ class Wizard:
 
     def __post_init__(self) -> None:
         self.store = ConfStore(self.layout, self.services.runner, self.services.reporter)
+        self.spec = load_spec(self.layout.profile_spec_file)  # None: GOLEM's wizard
 
     @property
     def layout(self) -> SystemLayout:
@@ -109,7 +111,9 @@ class Wizard:
     def unattended(self) -> bool:
         """True when no question will be asked, so nothing should wait for a key."""
         required = ["accepted_terms", "storage_partition", "gpu_pci_slot"]
-        if self.layout.golem_installed():
+        if self.spec is not None:
+            required = profile_steps.asked_keys(self.spec)
+        elif self.layout.golem_installed():
             required += ["glm_account", "glm_per_hour", "init_price"]
         complete = all(getattr(self.settings, key) is not None for key in required)
         return self.non_interactive or complete
@@ -132,8 +136,8 @@ class Wizard:
                 if unread.exists():
                     self.services.reporter.detail(
                         f"{saved_path} exists: the first-boot {unread.name} is not read")
-        saved, saved_errors = parse_layer(saved_data or {}, "~/.golemwz.toml")
-        first, first_errors = parse_first_boot(first_data, env_text)
+        saved, saved_errors = parse_layer(saved_data or {}, "~/.golemwz.toml", self.spec)
+        first, first_errors = parse_first_boot(first_data, env_text, self.spec)
         self.settings = self.flags.merged_over(saved.merged_over(first))
         read = [name for name, text in (("golemwz.toml", first_data), ("golem.env", env_text))
                 if text is not None]
@@ -187,7 +191,10 @@ class Wizard:
                 self.configure_storage()
                 return
             try:
-                self.run_steps()
+                if self.spec is None:
+                    self.run_steps()
+                else:
+                    profile_steps.run_steps(self, self.spec)
             except WizardError as error:
                 self.keep_configuration_after(error)
                 self.finish(error)
@@ -264,7 +271,8 @@ class Wizard:
             error=error, password=self.new_password, password_note=self.password_note,
             node_name=self.settings.glm_node_name, hostname=hostname, addresses=addresses,
             configured=tuple(self.configured), golem=self.layout.golem_installed(),
-            holds=self.services.screen.holds, framebuffer_seconds=framebuffer_seconds)
+            holds=self.services.screen.holds, framebuffer_seconds=framebuffer_seconds,
+            profile=self.spec.name if self.spec else None)
 
     def draw_final_screen(self, report: final_screen.FinalReport) -> None:
         """Draw the last screen; once it is up, the new password may be kept."""
@@ -596,7 +604,7 @@ class Wizard:
         the next boot does not ask again. Not for a bad value (the file must be fixed
         first) nor before the terms were accepted."""
         if (isinstance(error, ConfigError) or self.save_attempted
-                or self.settings.accepted_terms is not True):
+                or (self.settings.accepted_terms is not True and self.spec is None)):
             return
         try:
             self.save_configuration(after_failure=True)
