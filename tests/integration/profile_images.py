@@ -5,7 +5,6 @@ over SSH, a power-off."""
 
 from __future__ import annotations
 
-import subprocess
 import tempfile
 import time
 from dataclasses import dataclass
@@ -14,6 +13,7 @@ from pathlib import Path
 from boot_test.qemu import BootOptions
 from boot_test.session import booted
 from tests.conftest import MEASUREMENTS, BuiltImage, golem_live, require_root
+from tests.integration.layers import unsquashfs_cat
 from tests.integration.test_wizard_boot import (
     MTOOLS_ENV,
     fat,
@@ -45,14 +45,15 @@ def build_profile(build_base: Path, profile: str) -> BuiltImage:
 
 
 def squashfs_of(built: BuiltImage) -> Path:
-    found = sorted(built.tmp_dir.glob("cache/squashfs/*/live/filesystem.squashfs"))
+    """The live/ directory of the build's squashfs stage: both layers."""
+    found = sorted(built.tmp_dir.glob("cache/squashfs/*/live/overlay.squashfs"))
     assert found, f"no squashfs under {built.tmp_dir}"
-    return max(found, key=lambda path: path.stat().st_mtime)
+    return max(found, key=lambda path: path.stat().st_mtime).parent
 
 
-def image_file(squashfs: Path, path: str) -> str:
-    return subprocess.run(["unsquashfs", "-cat", str(squashfs), path], capture_output=True,
-                          text=True, check=True).stdout
+def image_file(live: Path, path: str) -> str:
+    """A file as the live system sees it (the top layer holding it)."""
+    return unsquashfs_cat(live, path)
 
 
 @dataclass(frozen=True)

@@ -22,6 +22,7 @@ from stages.catalog import stage_list
 from tests import golem_fakes
 from tests.apt_repo.conftest import FakeGitHub, start_fake_github
 from tests.conftest import MEASUREMENTS, PROJECT_ROOT, golem_live, require_root
+from tests.integration.layers import layers_listing, unsquashfs_bytes, unsquashfs_cat
 
 pytestmark = pytest.mark.root
 
@@ -50,30 +51,6 @@ def last_entry(plan: Plan, stage: str) -> Path:
     manifest = cache.last_manifest()
     assert manifest is not None, f"no {stage} build in {cache.dir}"
     return cache.entry(manifest.key())
-
-
-# live-boot's layers, top first: the overlay's changes over the installed packages.
-LAYERS = ("overlay.squashfs", "filesystem.squashfs")
-
-
-def unsquashfs_bytes(live: Path, path: str) -> bytes:
-    """A file as the live system sees it: from the top layer holding it."""
-    for layer in LAYERS:
-        result = subprocess.run(["unsquashfs", "-cat", str(live / layer), path],
-                                capture_output=True)
-        if result.returncode == 0:
-            return result.stdout
-    raise AssertionError(f"{path} is in no layer of {live}")
-
-
-def unsquashfs_cat(live: Path, path: str) -> str:
-    return unsquashfs_bytes(live, path).decode()
-
-
-def layers_listing(live: Path) -> str:
-    return "".join(subprocess.run(["unsquashfs", "-lls", str(live / layer)],
-                                  capture_output=True, text=True, check=True).stdout
-                   for layer in reversed(LAYERS))
 
 
 def debconf_value(config_dat: str, question: str) -> str | None:
