@@ -214,7 +214,7 @@ SETTINGS: tuple[Setting, ...] = (
             _url(("https", "http"), optional=True)),
     Setting("extra_apt.suite", "str", "extra_apt.suite",
             "its suite, or a path ending in / for a flat repository", "",
-            _matches(r"([A-Za-z0-9][A-Za-z0-9._/-]*)?", "a suite name or path")),
+            _matches(r"([A-Za-z0-9./][A-Za-z0-9._/-]*)?", "a suite name or path")),
     Setting("extra_apt.components", "list", "extra_apt.components",
             "its components (empty for a flat repository)", (),
             _matches(r"[a-z][a-z0-9-]*", "a component name")),
@@ -384,15 +384,16 @@ def _extra_apt_problems(values: dict[str, Any], origin: Callable[[str], str]) ->
     if not values.get("extra_apt.url"):
         return []
     problems = []
+    where = origin("extra_apt.url")  # the file that configured the repository
     for key in ("extra_apt.suite", "extra_apt.keyring"):
         if not values.get(key):
-            problems.append(f"{origin(key)}: {key}: must be set when extra_apt.url is set")
+            problems.append(f"{where}: {key}: must be set when extra_apt.url is set")
     flat = str(values.get("extra_apt.suite", "")).endswith("/")
     if flat and values.get("extra_apt.components"):
-        problems.append(f"{origin('extra_apt.components')}: extra_apt.components: must be "
+        problems.append(f"{where}: extra_apt.components: must be "
                         "empty for a flat repository (suite ending in /)")
     if not flat and values.get("extra_apt.suite") and not values.get("extra_apt.components"):
-        problems.append(f"{origin('extra_apt.components')}: extra_apt.components: must not "
+        problems.append(f"{where}: extra_apt.components: must not "
                         "be empty (or make extra_apt.suite a flat path ending in /)")
     return problems
 
