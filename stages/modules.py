@@ -121,19 +121,23 @@ def resolve_versions(config: BuildConfig, spec: ModuleSpec,
     image = newest(indexes, f"linux-image-{release}")
     kernel_version = image["Version"] if image else meta["Version"]
     headers = newest(indexes, f"linux-headers-{release}")
+    mismatch = {}
     if headers is None or headers["Version"] != kernel_version:
+        # Not raised here: a failed look-up falls back to the last build's versions, which
+        # would quietly pair old modules with the new kernel. As a key value the stage
+        # reruns and stops with this line.
         found = headers["Version"] if headers else "missing"
-        raise BuildError(f"linux-headers-{release} is {found} in the archive but the image "
-                         f"gets linux-image-{release} {kernel_version}; the {spec.name} "
-                         "module must be compiled against its kernel's exact headers",
-                         "build again once the archive carries the matching headers")
+        mismatch = {"headers-mismatch": (
+            f"linux-headers-{release} is {found} in the archive but the image gets "
+            f"linux-image-{release} {kernel_version}; the {spec.name} module must be "
+            "compiled against its kernel's exact headers")}
     module = newest(indexes, spec.package)
     if module is None:
         raise BuildError(f"{spec.package} (kernel.modules {spec.name!r}) is in none of the "
                          "archive's indexes",
                          "add its component (contrib or non-free) to debian.components")
     return {"kernel-release": release, "kernel-version": kernel_version,
-            "module-package": spec.package, "module-version": module["Version"]}
+            "module-package": spec.package, "module-version": module["Version"], **mismatch}
 
 
 def load_indexes(config: BuildConfig, fetch: Fetch | None = None
@@ -281,6 +285,9 @@ class ModulesStage(Stage):
             raise BuildError(f"the kernel and {spec.package} versions could not be looked up "
                              f"({resolved.get('unresolved', 'offline')})",
                              "build once with the Debian archive reachable")
+        if "headers-mismatch" in resolved:
+            raise BuildError(resolved["headers-mismatch"],
+                             "build again once the archive carries the matching headers")
         release, kernel_version = resolved["kernel-release"], resolved["kernel-version"]
         ctx.progress(f"{spec.name}: {spec.package} {resolved['module-version']} for Linux "
                      f"{release} ({kernel_version})")

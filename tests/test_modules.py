@@ -77,12 +77,23 @@ def test_the_key_is_kernel_and_module_versions(config: BuildConfig) -> None:
 
 
 def test_headers_lagging_the_kernel_is_one_error_naming_both_versions(
-        config: BuildConfig) -> None:
-    with pytest.raises(BuildError) as err:
-        resolve_versions(config, MODULES["nvidia-open"], indexes(headers="6.12.117-1"))
-    assert f"linux-headers-{KREL} is 6.12.117-1" in err.value.problem
-    assert f"linux-image-{KREL} {KVER}" in err.value.problem
-    assert "\n" not in err.value.problem
+        config: BuildConfig, tmp_path: Path) -> None:
+    resolved = resolve_versions(config, MODULES["nvidia-open"], indexes(headers="6.12.117-1"))
+    # a key value (the stage reruns), never a look-up failure the plan would paper over
+    assert resolved["kernel-version"] == KVER
+    runner = RecordingRunner()
+    with ExitStack() as stack, pytest.raises(BuildError) as err:
+        modules_stage("nvidia-open").run(context(config, tmp_path / "o", runner, stack,
+                                                 resolved, bootstrap=tmp_path / "boot"))
+    assert err.value.problem == (
+        f"linux-headers-{KREL} is 6.12.117-1 in the archive but the image gets "
+        f"linux-image-{KREL} {KVER}; the nvidia-open module must be compiled against its "
+        "kernel's exact headers")
+    assert runner.argvs == []
+    missing = resolve_versions(config, MODULES["nvidia-open"],
+                               [parse_index(MAIN.split("Package: linux-headers")[0]),
+                                parse_index(CONTRIB)])
+    assert f"linux-headers-{KREL} is missing" in missing["headers-mismatch"]
 
 
 def test_a_module_package_missing_from_the_archive_names_the_component(

@@ -1,0 +1,171 @@
+"""gpu-container-node end to end: the NVIDIA module compiled once by modules-nvidia-open
+and installed without compiler, headers or DKMS; the extra APT repository (the container
+toolkit's stand-in, a signed repository served on 127.0.0.1) installed with Signed-By;
+and a second profile with the same kernel and driver that compiles nothing.
+
+One build (in the session's build cache, beside gpu-node's: the bootstrap is shared);
+the NVIDIA compile (~4 min) happens at most once per run.
+"""
+
+from __future__ import annotations
+
+import re
+import shutil
+import subprocess
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from functools import partial
+from http.server import SimpleHTTPRequestHandler
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from apt_repo.archive import ArchiveSpec, build_archive
+from apt_repo.keys import discard_home, ephemeral_home, ephemeral_key
+from builder.config import make_config
+from builder.pipeline import Plan, make_plan
+from builder.runner import SubprocessRunner
+from stages.catalog import stage_list
+from tests.apt_repo.conftest import _serve, make_deb
+from tests.conftest import MEASUREMENTS, PROJECT_ROOT, golem_live, require_root
+
+pytestmark = pytest.mark.root
+
+SOURCE_DATE_EPOCH = 1764633600
+PROFILE = "gpu-container-test"
+NVIDIA_CTK = "#!/bin/sh\necho 'nvidia-ctk stand-in' \"$@\"\n"
+COMPILER_PACKAGES = re.compile(r"^(gcc(-\d+)?|cpp(-\d+)?|make|dkms|.*-dkms|linux-headers-.*"
+                               r"|linux-kbuild-.*)$")
+
+
+class _Quiet(SimpleHTTPRequestHandler):
+    def log_message(self, format: str, *args: Any) -> None:
+        pass
+
+
+@dataclass
+class ContainerNodeBuild:
+    project: Path
+    tmp_dir: Path
+    work_dir: Path
+    output: str
+    keyring: Path
+
+    def plan(self, profile: str = PROFILE, project: Path | None = None) -> Plan:
+        config = make_config(project or self.project, profile, "test", self.tmp_dir,
+                             self.work_dir, source_date_epoch=SOURCE_DATE_EPOCH)
+        return make_plan(config, stage_list(config), offline=True)
+
+    def entry(self, stage: str) -> Path:
+        step = self.plan().step(stage)
+        return step.cache.entry(step.key)
+
+
+@pytest.fixture(scope="module")
+def container_node(build_base: Path, tmp_path_factory: pytest.TempPathFactory
+                   ) -> Iterator[ContainerNodeBuild]:
+    """A profile extending gpu-container-node whose extra repository is a signed test
+    repository on 127.0.0.1 with a fake nvidia-container-toolkit, built to squashfs."""
+    require_root()
+    base = tmp_path_factory.mktemp("container-node")
+    debs = base / "debs"
+    debs.mkdir()
+    make_deb(debs, "nvidia-container-toolkit", "1.17.8-1", "amd64",
+             files={"usr/bin/nvidia-ctk": NVIDIA_CTK}, executables=("usr/bin/nvidia-ctk",))
+    project = base / "project"
+    shutil.copytree(PROJECT_ROOT / "rootfs", project / "rootfs")
+    home = ephemeral_home(base / "gnupg")
+    key = ephemeral_key(home)
+    runner = SubprocessRunner(base / "repo.log")
+    keyring = project / "keys/fake-nvidia.gpg"
+    keyring.parent.mkdir(parents=True)
+    spec = ArchiveSpec(date=SOURCE_DATE_EPOCH, valid_days=None, codename="stable",
+                       suite="stable", origin="fake-nvidia", label="fake-nvidia",
+                       description="stand-in for NVIDIA's container toolkit repository")
+    build_archive(runner, sorted(debs.glob("*.deb")), base / "repo", spec, key, keyring)
+    discard_home(runner, home)
+    for server in _serve(partial(_Quiet, directory=str(base / "repo"))):
+        url = f"http://127.0.0.1:{server.server_address[1]}"
+        (project / f"rootfs/profiles/{PROFILE}.toml").write_text(
+            f'extends = "gpu-container-node"\n[extra_apt]\nurl = "{url}"\nsuite = "stable"\n'
+            'components = ["main"]\nkeyring = "keys/fake-nvidia.gpg"\n')
+        tmp_dir, work_dir = build_base / "tmp", build_base / "container-work"
+        started = time.monotonic()
+        result = golem_live("build", "--profile", PROFILE, "--version", "test",
+                            "--tmp-dir", str(tmp_dir), "--work-dir", str(work_dir),
+                            "--project-root", str(project), "--until", "squashfs",
+                            "--source-date-epoch", str(SOURCE_DATE_EPOCH))
+        MEASUREMENTS["gpu-container-node build to squashfs (as found)"] = \
+            f"{time.monotonic() - started:.1f}s"
+        assert result.returncode == 0, result.stderr[-3000:]
+        yield ContainerNodeBuild(project, tmp_dir, work_dir, result.stderr, keyring)
+
+
+def test_the_image_has_the_nvidia_modules_for_its_kernel_and_no_compiler(
+        container_node: ContainerNodeBuild) -> None:
+    modules = container_node.entry("modules-nvidia-open")
+    info = (modules / "module.json").read_text()
+    release = re.search(r'"kernel-release": "([^"]+)"', info).group(1)  # type: ignore[union-attr]
+    root = container_node.entry("packages") / "rootfs"
+    assert [p.name for p in (root / "usr/lib/modules").iterdir()] == [release]
+    modinfo = subprocess.run(["modinfo", "-b", str(root), "-k", release, "nvidia"],
+                             capture_output=True, text=True, check=True).stdout
+    assert re.search(rf"^filename:\s+/lib/modules/{re.escape(release)}/updates/nvidia-open/"
+                     r"nvidia\.ko", modinfo, re.MULTILINE), modinfo
+    assert re.search(rf"^vermagic:\s+{re.escape(release)} ", modinfo, re.MULTILINE), modinfo
+    assert "updates/nvidia-open/nvidia-uvm.ko" in \
+        (root / f"usr/lib/modules/{release}/modules.dep").read_text()
+    installed = [line.split("\t")[0] for line in
+                 (container_node.entry("packages") / "packages.txt").read_text().splitlines()]
+    assert f"nvidia-open-modules-{release}" in installed
+    assert {"nvidia-smi", "libcuda1", "podman", "crun", "nvidia-modprobe"} <= set(installed)
+    assert not [p for p in installed if COMPILER_PACKAGES.match(p)]
+    assert not (root / "usr/bin/gcc").exists() and not (root / "usr/sbin/dkms").exists()
+    assert not list((root / "usr/src").glob("linux-headers-*"))
+    squashfs = container_node.entry("squashfs") / "live/filesystem.squashfs"
+    listing = subprocess.run(["unsquashfs", "-l", str(squashfs)], capture_output=True,
+                             text=True, check=True).stdout
+    assert f"usr/lib/modules/{release}/updates/nvidia-open/nvidia.ko" in listing
+    MEASUREMENTS["gpu-container-node filesystem.squashfs"] = \
+        f"{squashfs.stat().st_size / 2**20:.1f} MiB"
+
+
+def test_the_extra_repository_is_installed_with_signed_by(
+        container_node: ContainerNodeBuild) -> None:
+    root = container_node.entry("packages") / "rootfs"
+    assert (root / "usr/bin/nvidia-ctk").read_text() == NVIDIA_CTK
+    sources = (root / "etc/apt/sources.list.d/extra.sources").read_text()
+    assert "Signed-By: /etc/apt/keyrings/extra-apt.gpg" in sources
+    assert "Suites: stable\nComponents: main\n" in sources
+    assert (root / "etc/apt/keyrings/extra-apt.gpg").read_bytes() == \
+        container_node.keyring.read_bytes()
+    assert "not configured" not in container_node.output
+    overlay = container_node.entry("overlay") / "rootfs"
+    wants = overlay / "etc/systemd/system/multi-user.target.wants"
+    assert (wants / "nvidia-cdi-generate.service").is_symlink()
+    assert not (wants / "cuda-vector-add.service").exists()
+    assert (overlay / "etc/systemd/system/cuda-vector-add.service").is_file()
+    assert "blacklist nouveau" in \
+        (overlay / "etc/modprobe.d/nouveau-blacklist.conf").read_text()
+
+
+def test_another_profile_with_the_same_kernel_and_driver_compiles_nothing(
+        container_node: ContainerNodeBuild) -> None:
+    log = container_node.tmp_dir / "logs/modules-nvidia-open.log"
+    before = log.stat().st_mtime_ns
+    # gpu-container-node itself (toolkit not configured): a different packages stage,
+    # the same compiled modules.
+    result = golem_live("build", "--profile", "gpu-container-node", "--version", "test",
+                        "--tmp-dir", str(container_node.tmp_dir), "--work-dir",
+                        str(container_node.work_dir), "--until", "modules-nvidia-open",
+                        "--source-date-epoch", str(SOURCE_DATE_EPOCH))
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "[modules-nvidia-open] cached" in result.stderr
+    assert "dkms" not in result.stderr and "gcc" not in result.stderr
+    assert log.stat().st_mtime_ns == before
+    other = container_node.plan("gpu-container-node", PROJECT_ROOT)
+    assert other.step("modules-nvidia-open").key == \
+        container_node.plan().step("modules-nvidia-open").key
+    assert other.step("packages").key != container_node.plan().step("packages").key
