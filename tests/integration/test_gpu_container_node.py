@@ -1,10 +1,14 @@
 """gpu-container-node end to end: the NVIDIA module compiled once by modules-nvidia-open
 and installed without compiler, headers or DKMS; the extra APT repository (the container
 toolkit's stand-in, a signed repository served on 127.0.0.1) installed with Signed-By;
-and a second profile with the same kernel and driver that compiles nothing.
+and a second profile with the same kernel and driver that compiles nothing; a QEMU boot of
+the USB image: multi-user with no failed units, `modinfo nvidia` for the running kernel,
+Podman running an image made with `podman import`.
 
 One build (in the session's build cache, beside gpu-node's: the bootstrap is shared);
-the NVIDIA compile (~4 min) happens at most once per run.
+the NVIDIA compile (~4 min) happens at most once per run. The test profile adds SSH access
+for the boot (a key for the image's user and sudo), which the shipped profile leaves to the
+shared first-boot overlay.
 """
 
 from __future__ import annotations
@@ -12,6 +16,7 @@ from __future__ import annotations
 import re
 import shutil
 import subprocess
+import tempfile
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -24,14 +29,18 @@ import pytest
 
 from apt_repo.archive import ArchiveSpec, build_archive
 from apt_repo.keys import discard_home, ephemeral_home, ephemeral_key
+from boot_test.qemu import BootOptions, image_path
+from boot_test.session import booted
 from builder.config import make_config
 from builder.pipeline import Plan, make_plan
 from builder.runner import SubprocessRunner
 from stages.catalog import stage_list
 from tests.apt_repo.conftest import _serve, make_deb
 from tests.conftest import MEASUREMENTS, PROJECT_ROOT, golem_live, require_root
+from tests.integration.test_wizard_boot import free_port, key_values
 
 pytestmark = pytest.mark.root
+BOOT_TIMEOUT = 480.0
 
 SOURCE_DATE_EPOCH = 1764633600
 PROFILE = "gpu-container-test"
@@ -52,6 +61,7 @@ class ContainerNodeBuild:
     work_dir: Path
     output: str
     keyring: Path
+    ssh_key: Path
 
     def plan(self, profile: str = PROFILE, project: Path | None = None) -> Plan:
         config = make_config(project or self.project, profile, "test", self.tmp_dir,
@@ -86,21 +96,30 @@ def container_node(build_base: Path, tmp_path_factory: pytest.TempPathFactory
                        description="stand-in for NVIDIA's container toolkit repository")
     build_archive(runner, sorted(debs.glob("*.deb")), base / "repo", spec, key, keyring)
     discard_home(runner, home)
+    ssh_key = base / "id_ed25519"
+    subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", "container-boot",
+                    "-f", str(ssh_key)], check=True)
+    access = project / "rootfs/overlay/container-test-access"
+    (access / "home/golem/.ssh").mkdir(parents=True)
+    shutil.copyfile(ssh_key.with_suffix(".pub"), access / "home/golem/.ssh/authorized_keys")
+    (access / "etc/sudoers.d").mkdir(parents=True)
+    (access / "etc/sudoers.d/container-test").write_text("golem ALL=(ALL) NOPASSWD: ALL\n")
     for server in _serve(partial(_Quiet, directory=str(base / "repo"))):
         url = f"http://127.0.0.1:{server.server_address[1]}"
         (project / f"rootfs/profiles/{PROFILE}.toml").write_text(
             f'extends = "gpu-container-node"\n[extra_apt]\nurl = "{url}"\nsuite = "stable"\n'
-            'components = ["main"]\nkeyring = "keys/fake-nvidia.gpg"\n')
+            'components = ["main"]\nkeyring = "keys/fake-nvidia.gpg"\n'
+            '[image]\nuser = "golem"\noverlays = ["container-test-access"]\n')
         tmp_dir, work_dir = build_base / "tmp", build_base / "container-work"
         started = time.monotonic()
         result = golem_live("build", "--profile", PROFILE, "--version", "test",
                             "--tmp-dir", str(tmp_dir), "--work-dir", str(work_dir),
-                            "--project-root", str(project), "--until", "squashfs",
+                            "--project-root", str(project), "--until", "usb",
                             "--source-date-epoch", str(SOURCE_DATE_EPOCH))
-        MEASUREMENTS["gpu-container-node build to squashfs (as found)"] = \
+        MEASUREMENTS["gpu-container-node build to usb (as found)"] = \
             f"{time.monotonic() - started:.1f}s"
         assert result.returncode == 0, result.stderr[-3000:]
-        yield ContainerNodeBuild(project, tmp_dir, work_dir, result.stderr, keyring)
+        yield ContainerNodeBuild(project, tmp_dir, work_dir, result.stderr, keyring, ssh_key)
 
 
 def test_the_image_has_the_nvidia_modules_for_its_kernel_and_no_compiler(
@@ -169,3 +188,49 @@ def test_another_profile_with_the_same_kernel_and_driver_compiles_nothing(
     assert other.step("modules-nvidia-open").key == \
         container_node.plan().step("modules-nvidia-open").key
     assert other.step("packages").key != container_node.plan().step("packages").key
+
+
+GUEST = """
+echo "system=$(systemctl is-system-running --wait)"
+echo "failed=$(systemctl list-units --failed --plain --no-legend | awk '{print $1}' | tr '\\n' ' ')"
+echo "kernel=$(uname -r)"
+echo "filename=$(/usr/sbin/modinfo -F filename nvidia)"
+echo "vermagic=$(/usr/sbin/modinfo -F vermagic nvidia)"
+echo "compiler=$(command -v gcc cc dkms | tr '\\n' ' ')"
+echo "cdi=$(systemctl show -p ActiveState --value nvidia-cdi-generate.service)"
+cd / && sudo -n tar -cf /tmp/rootfs.tar bin lib lib64 usr/bin/echo \
+    usr/lib/x86_64-linux-gnu/libc.so.6 usr/lib/x86_64-linux-gnu/ld-linux-x86-64.so.2 \
+    usr/lib64/ld-linux-x86-64.so.2
+sudo -n podman --storage-driver=vfs import /tmp/rootfs.tar localhost/node-rootfs >/dev/null
+echo "podman=$(sudo -n podman --storage-driver=vfs run --rm --network=none \
+    localhost/node-rootfs /usr/bin/echo podman-ok 2>&1 | tr '\\n' ' ')"
+echo "runtime=$(sudo -n podman info --format '{{.Host.OCIRuntime.Name}}')"
+"""
+
+
+@pytest.mark.boot
+def test_the_image_boots_with_the_module_for_its_kernel_and_podman_works(
+        container_node: ContainerNodeBuild) -> None:
+    image = image_path(container_node.work_dir, "test", "usb")
+    log_path = container_node.work_dir / "container-node-boot.log"
+    options = BootOptions(image=image, media="usb", firmware="uefi", timeout=BOOT_TIMEOUT,
+                          log_path=log_path)
+    started = time.monotonic()
+    with tempfile.TemporaryDirectory(prefix="container-boot-") as temp, \
+            booted(options, Path(temp), log_path.parent, ssh_port=free_port(),
+                   ssh_key=container_node.ssh_key) as session:
+        reached = session.wait_serial("login:", BOOT_TIMEOUT)
+        guest = key_values(session.ssh(GUEST)) if reached else {}
+        session.power_off(120)
+        text = session.serial_text()
+    MEASUREMENTS["gpu-container-node boot and checks"] = f"{time.monotonic() - started:.1f}s"
+    assert reached, f"no login prompt; the console ended with:\n{text[-3000:]}"
+    assert guest["failed"].strip() == "", guest
+    assert guest["system"] == "running", guest
+    release = guest["kernel"]
+    assert guest["filename"].startswith(f"/lib/modules/{release}/updates/nvidia-open/"), guest
+    assert guest["vermagic"].startswith(release + " "), guest
+    assert guest["compiler"].strip() == "", guest
+    assert guest["cdi"] == "active", guest  # the stand-in nvidia-ctk is installed
+    assert guest["podman"].strip() == "podman-ok", guest
+    assert guest["runtime"] == "crun", guest
