@@ -233,7 +233,7 @@ def build_module_deb(ctx: StageContext, spec: ModuleSpec, resolved: dict[str, st
                      modules: list[Path], provides: str, depends: list[str]) -> Path:
     release = resolved["kernel-release"]
     epoch = ctx.config.source_date_epoch
-    staging = Path(tempfile.mkdtemp(prefix="module-deb-", dir=ctx.output.parent))
+    staging = Path(tempfile.mkdtemp(prefix=".tmp-module-deb-", dir=ctx.output.parent))
     ctx.stack.callback(shutil.rmtree, staging, True)
     target = staging / "usr/lib/modules" / release / "updates" / spec.name
     target.mkdir(parents=True)
@@ -293,7 +293,7 @@ class ModulesStage(Stage):
                      f"{release} ({kernel_version})")
         ctx.progress(SECURE_BOOT_NOTE)
         debian = ctx.config.profile.debian
-        root = Path(tempfile.mkdtemp(prefix="modules-build-", dir=ctx.output.parent)) / "root"
+        root = Path(tempfile.mkdtemp(prefix=".tmp-modules-build-", dir=ctx.output.parent)) / "root"
         ctx.stack.callback(_remove_unless_mounted, root.parent)
         ctx.progress("copying the bootstrap rootfs (a throw-away compile environment)")
         ctx.runner.run(["cp", "-a", "--reflink=auto",

@@ -217,7 +217,7 @@ def test_compile_argv_sequence_and_output(config: BuildConfig, tmp_path: Path) -
         "nvidia-uvm.ko.xz", "nvidia.ko.xz"]
     assert [p.name for p in (out / "debs").iterdir()] == [f"nvidia-open-modules-{KREL}.deb"]
     assert json.loads((out / "module.json").read_text())["dkms-module"] == "nvidia-current-open"
-    assert not list((tmp_path / "cache").glob("modules-build-*"))  # removed on unwind
+    assert not list((tmp_path / "cache").glob(".tmp-*"))  # removed on unwind (else swept)
     programs = [a[0] for a in runner.argvs]
     assert programs[-6:] == ["umount"] * 5 + ["dpkg-deb"]  # the package after unmounting
 
