@@ -334,6 +334,10 @@ def test_gpu_container_node_profile(project_root: Path) -> None:
     assert "ConditionPathExists=/usr/bin/nvidia-ctk" in cdi
     assert "nvidia-ctk cdi generate --output=/var/run/cdi/nvidia.yaml" in cdi
     assert "nvidia-cdi-generate.service" in profile.services
+    no_gpu = "ExecCondition=/bin/sh -c 'grep -qsx 0x10de /sys/bus/pci/devices/*/vendor'"
+    assert no_gpu in cdi
+    assert no_gpu in (overlay / "systemd/system/nvidia-persistenced.service.d/"
+                                "gpu-present.conf").read_text()
     smoke = (overlay / "systemd/system/cuda-vector-add.service").read_text()
     assert "--device nvidia.com/gpu=all" in smoke and "[Install]" not in smoke
     assert "cuda-vector-add.service" not in profile.services
