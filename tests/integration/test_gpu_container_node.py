@@ -205,7 +205,7 @@ cd / && sudo -n tar -cf /tmp/rootfs.tar bin lib lib64 usr/bin/echo \
 sudo -n podman --storage-driver=vfs import /tmp/rootfs.tar localhost/node-rootfs >/dev/null
 echo "podman=$(sudo -n podman --storage-driver=vfs run --rm --network=none \
     localhost/node-rootfs /usr/bin/echo podman-ok 2>&1 | tr '\\n' ' ')"
-echo "runtime=$(sudo -n podman info --format '{{.Host.OCIRuntime.Name}}')"
+echo "runtime=$(sudo -n podman --storage-driver=vfs info --format '{{.Host.OCIRuntime.Name}}')"
 """
 
 
