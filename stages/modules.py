@@ -257,6 +257,21 @@ def build_module_deb(ctx: StageContext, spec: ModuleSpec, resolved: dict[str, st
     return deb
 
 
+def compile_error(ctx: StageContext, build_dir: Path, what: str, release: str) -> BuildError:
+    """The failed compile's make.log goes into the stage log (the compile environment is
+    thrown away); the error names its first compiler error."""
+    try:
+        make_log = (build_dir / "make.log").read_text(errors="replace")
+    except OSError:
+        make_log = ""
+    with open(ctx.log_path, "a", encoding="utf-8") as log:
+        log.write(f"# {build_dir}/make.log\n{make_log}\n")
+    first = next((line.strip() for line in make_log.splitlines()
+                  if "error:" in line or "Error " in line), "no make.log")
+    return BuildError(f"dkms build of {what} for Linux {release} failed: {first[:200]}",
+                      f"see {ctx.log_path} (make.log at its end)")
+
+
 def _remove_unless_mounted(root: Path) -> None:
     if root.exists() and not mounts_under(root):
         shutil.rmtree(root, ignore_errors=True)
@@ -335,7 +350,11 @@ class ModulesStage(Stage):
                                     "${Provides}\n${Depends}\n", spec.package],
                                    capture=True).stdout.split("\n")
             ctx.progress(f"dkms build {name}/{version} for {release} (the one compile)")
-            chroot.run(["dkms", "build", "-m", name, "-v", version, "-k", release])
+            built_ok = chroot.run(["dkms", "build", "-m", name, "-v", version, "-k", release],
+                                  check=False).returncode == 0
+            if not built_ok:
+                raise compile_error(ctx, root / "var/lib/dkms" / name / version / "build",
+                                    f"{name}/{version}", release)
         built = sorted((root / "var/lib/dkms" / name / version / release).glob(
             "*/module/*.ko*"))
         if not built:

@@ -341,3 +341,26 @@ def test_gpu_container_node_profile(project_root: Path) -> None:
     smoke = (overlay / "systemd/system/cuda-vector-add.service").read_text()
     assert "--device nvidia.com/gpu=all" in smoke and "[Install]" not in smoke
     assert "cuda-vector-add.service" not in profile.services
+
+
+def test_a_failed_compile_keeps_make_log_in_the_stage_log(config: BuildConfig,
+                                                           tmp_path: Path) -> None:
+    runner = recording_compile(tmp_path)
+    build = "var/lib/dkms/nvidia-current-open/550.163.01/build"
+
+    def failing(argv: tuple[str, ...]) -> None:
+        root = Path(runner.argvs[0][-1])
+        (root / build).mkdir(parents=True)
+        (root / build / "make.log").write_text("cc ...\nnvidia/os.c:12:3: error: boom\n")
+        runner.responses[("chroot", str(root), "dkms")] = (10, "")
+
+    old = runner.side_effects[("chroot",)]
+    runner.side_effects[("chroot",)] = lambda argv: failing(argv) if argv[2] == "dkms" \
+        else old(argv)
+    out = tmp_path / "cache" / "out"
+    with ExitStack() as stack, pytest.raises(BuildError) as err:
+        modules_stage("nvidia-open").run(context(config, out, runner, stack, RESOLVED,
+                                                 bootstrap=tmp_path / "boot"))
+    assert err.value.problem == ("dkms build of nvidia-current-open/550.163.01 for Linux "
+                                 f"{KREL} failed: nvidia/os.c:12:3: error: boom")
+    assert "error: boom" in (out / "log").read_text()
