@@ -70,6 +70,7 @@ MODULES: dict[str, ModuleSpec] = {
 DEFAULT_KERNEL = "linux-image-amd64"
 SECURE_BOOT_NOTE = ("Secure Boot: the compiled modules are not signed with a key the "
                     "firmware trusts; a driver profile needs Secure Boot off (README)")
+COMPILER = ("gcc", "libc6-dev")
 _WANTED = re.compile(r"^(linux-image-|linux-headers-|.+-dkms$)")
 
 
@@ -330,8 +331,11 @@ class ModulesStage(Stage):
             chroot = Chroot(root, ctx.runner, mounts)
             chroot.run(["apt-get", "update"])
             # The DKMS package first, while no kernel is there: its postinst builds nothing.
-            ctx.progress(f"installing {spec.package} and the compiler")
-            chroot.run([*install, f"{spec.package}={resolved['module-version']}"])
+            ctx.progress(f"installing {spec.package} and the compiler ({', '.join(COMPILER)})")
+            # gcc and libc6-dev are Recommends (of dkms, of gcc-14) that apt leaves out here;
+            # NVIDIA's conftest.sh needs a compiler that can build a user-space program.
+            chroot.run([*install, f"{spec.package}={resolved['module-version']}",
+                        *COMPILER])
             # Without the headers hook the one compile is the explicit `dkms build` below.
             for hook in ("etc/kernel/header_postinst.d/dkms", "etc/kernel/postinst.d/dkms"):
                 (root / hook).unlink(missing_ok=True)
