@@ -25,6 +25,9 @@ PROFILE_DIR = Path("rootfs") / "profiles"
 PROFILE_NAME_RE = re.compile(r"^[a-z0-9][a-z0-9-]{0,63}$")
 # The repository channels (apt_repo/channels.py has the same list; a test ties them).
 GOLEM_CHANNELS = ("release", "testing", "unstable")
+# Out-of-tree kernel modules a profile may ask for (stages/modules.py MODULES has one row
+# each; a test ties the two).
+KERNEL_MODULES = ("nvidia", "nvidia-open", "zfs")
 
 
 @dataclass(frozen=True)
@@ -48,6 +51,17 @@ class GolemSource:
 
 
 @dataclass(frozen=True)
+class ExtraApt:
+    """One more signed APT repository (e.g. NVIDIA's container toolkit, not in Debian)."""
+
+    url: str = ""  # empty: not configured, its packages are left out
+    suite: str = ""  # a suite name, or a path ending in "/" for a flat repository
+    components: tuple[str, ...] = ()
+    keyring: str = ""  # file under the project root with the repository's public key
+    packages: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
 class Profile:
     name: str
     description: str
@@ -62,6 +76,8 @@ class Profile:
     preseed: tuple[str, ...]  # debconf-set-selections lines
     golem: GolemSource = field(default_factory=GolemSource)
     template: tuple[tuple[str, str], ...] = ()  # extra variables for the overlay templates
+    kernel_modules: tuple[str, ...] = ()  # compiled once by the modules-NAME stages
+    extra_apt: ExtraApt = field(default_factory=ExtraApt)
     chain: tuple[str, ...] = ()  # the profile files read, child first (for the cache key)
 
 
@@ -112,6 +128,15 @@ def _url(schemes: tuple[str, ...], optional: bool = False) -> Validator:
 def _relative_path(value: Any) -> str | None:
     if value and (value.startswith("/") or ".." in Path(value).parts):
         return f"{value!r} must be a path inside the project (no leading /, no ..)"
+    return None
+
+
+def _modules(value: Any) -> str | None:
+    bad = [item for item in value if item not in KERNEL_MODULES]
+    if bad:
+        return f"{bad[0]!r} is not one of {', '.join(KERNEL_MODULES)}"
+    if {"nvidia", "nvidia-open"} <= set(value):
+        return "'nvidia' and 'nvidia-open' exclude each other (both are the nvidia module)"
     return None
 
 
@@ -181,10 +206,27 @@ SETTINGS: tuple[Setting, ...] = (
             _one_of(GOLEM_CHANNELS)),
     Setting("golem.keyring", "str", "golem.keyring",
             "the maintainer's public key, relative to the project root", "", _relative_path),
+    Setting("kernel.modules", "list", "kernel_modules",
+            "out-of-tree modules compiled once for the image's kernel (" +
+            ", ".join(KERNEL_MODULES) + "); the image gets no compiler", (), _modules),
+    Setting("extra_apt.url", "str", "extra_apt.url",
+            "one more signed APT repository (empty: its packages are left out)", "",
+            _url(("https", "http"), optional=True)),
+    Setting("extra_apt.suite", "str", "extra_apt.suite",
+            "its suite, or a path ending in / for a flat repository", "",
+            _matches(r"([A-Za-z0-9./][A-Za-z0-9._/-]*)?", "a suite name or path")),
+    Setting("extra_apt.components", "list", "extra_apt.components",
+            "its components (empty for a flat repository)", (),
+            _matches(r"[a-z][a-z0-9-]*", "a component name")),
+    Setting("extra_apt.keyring", "str", "extra_apt.keyring",
+            "its public key (Signed-By), relative to the project root", "", _relative_path),
+    Setting("extra_apt.packages", "list", "extra_apt.packages",
+            "installed from it when extra_apt.url is set", (),
+            _matches(PACKAGE, "a Debian package name")),
     Setting("template", "table", "template", "extra variables for the overlay templates", {},
             _matches(r"[A-Za-z_][A-Za-z0-9_]*", "a template variable name")),
 )
-TABLES = {"debian", "packages", "image", "golem"}
+TABLES = {"debian", "packages", "image", "golem", "kernel", "extra_apt"}
 
 
 def reference_table() -> str:
@@ -329,11 +371,31 @@ def _profile_from_layers(name: str, layers: list[tuple[str, dict[str, Any]]],
         if problem is not None:
             errors.append(f"{origin(setting.key)}: {setting.key}: {problem}")
         values[setting.attr] = value
+    errors += _extra_apt_problems(values, origin)
     if errors:
         count = f"{len(errors)} problems" if len(errors) > 1 else "a problem"
         raise BuildError(f"profile {name!r} has {count}: " + "; ".join(errors),
                          "fix these keys (README: profile reference)")
     return _build(name, values, chain)
+
+
+def _extra_apt_problems(values: dict[str, Any], origin: Callable[[str], str]) -> list[str]:
+    """A configured extra repository needs its suite and key (what Signed-By names)."""
+    if not values.get("extra_apt.url"):
+        return []
+    problems = []
+    where = origin("extra_apt.url")  # the file that configured the repository
+    for key in ("extra_apt.suite", "extra_apt.keyring"):
+        if not values.get(key):
+            problems.append(f"{where}: {key}: must be set when extra_apt.url is set")
+    flat = str(values.get("extra_apt.suite", "")).endswith("/")
+    if flat and values.get("extra_apt.components"):
+        problems.append(f"{where}: extra_apt.components: must be "
+                        "empty for a flat repository (suite ending in /)")
+    if not flat and values.get("extra_apt.suite") and not values.get("extra_apt.components"):
+        problems.append(f"{where}: extra_apt.components: must not "
+                        "be empty (or make extra_apt.suite a flat path ending in /)")
+    return problems
 
 
 def _build(name: str, values: dict[str, Any], chain: tuple[str, ...]) -> Profile:
@@ -342,4 +404,5 @@ def _build(name: str, values: dict[str, Any], chain: tuple[str, ...]) -> Profile
 
     flat = {k: v for k, v in values.items() if "." not in k}
     return Profile(name=name, debian=DebianSource(**section("debian")),
-                   golem=GolemSource(**section("golem")), chain=chain, **flat)
+                   golem=GolemSource(**section("golem")),
+                   extra_apt=ExtraApt(**section("extra_apt")), chain=chain, **flat)

@@ -12,6 +12,7 @@ from builder.stage import Stage
 from stages.bootloader import BootloaderStage
 from stages.bootstrap import BootstrapStage
 from stages.iso import IsoStage
+from stages.modules import modules_stage
 from stages.overlay import OverlayStage
 from stages.packages import PackagesStage
 from stages.repository import RepositoryStage
@@ -25,6 +26,10 @@ def stage_list(config: BuildConfig, github: GitHubSettings | None = None) -> lis
     stages: list[Stage] = [BootstrapStage()]
     if with_repository:
         stages.append(RepositoryStage(github=github))
-    stages += [PackagesStage(with_repository), BaseSquashfsStage(), OverlayStage(),
+    # One stage per module: two profiles asking for the same module share its entry.
+    modules = [modules_stage(name) for name in config.profile.kernel_modules]
+    stages += modules
+    stages += [PackagesStage(with_repository, tuple(m.name for m in modules)),
+               BaseSquashfsStage(), OverlayStage(),
                SquashfsStage(), BootloaderStage(), IsoStage(), UsbImageStage()]
     return stages

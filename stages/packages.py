@@ -22,6 +22,7 @@ from apt_repo.keys import IMAGE_KEYRING
 from apt_repo.sources import DEBIAN_KEYRING, deb822
 from builder.chroot import POLICY_RC_D, Chroot
 from builder.config import BuildConfig
+from builder.errors import BuildError
 from builder.packagecache import apt_archives
 from builder.preflight import check_debian_mirror
 from builder.stage import Stage, StageContext
@@ -33,6 +34,11 @@ LOCK_FILE = "packages.lock"
 # Where the build's signed repository is visible inside the chroot while installing.
 BUILD_REPO_DIR = "var/lib/golem-live/build-repo"
 BUILD_REPO_SOURCES = "etc/apt/sources.list.d/golem-build.sources"
+# Packages a dependency stage generated (its debs/ dir, e.g. compiled kernel modules),
+# visible inside the chroot while installing.
+LOCAL_DEBS_DIR = "var/lib/golem-live/stage-debs"
+EXTRA_SOURCES = "etc/apt/sources.list.d/extra.sources"
+EXTRA_KEYRING = "/etc/apt/keyrings/extra-apt"  # + the key file's suffix (.gpg or .asc)
 
 
 def debian_sources(suite: str, mirror: str, security_mirror: str,
@@ -70,6 +76,37 @@ def maintainer_keyring(config: BuildConfig) -> Path | None:
         return None
     path = config.project_root / config.profile.golem.keyring
     return path if path.is_file() else None
+
+
+def extra_keyring(config: BuildConfig) -> Path | None:
+    extra = config.profile.extra_apt
+    return config.project_root / extra.keyring if extra.url and extra.keyring else None
+
+
+def image_extra_keyring(config: BuildConfig) -> str:
+    """Where the image keeps the extra repository's key (apt reads .asc armored)."""
+    return EXTRA_KEYRING + (Path(config.profile.extra_apt.keyring).suffix or ".gpg")
+
+
+def extra_sources(config: BuildConfig) -> str:
+    """deb822 of the profile's extra repository; a suite ending in / is a flat one."""
+    extra = config.profile.extra_apt
+    keyring = image_extra_keyring(config)
+    if extra.suite.endswith("/"):
+        return (f"Types: deb\nURIs: {extra.url}\nSuites: {extra.suite}\n"
+                f"Signed-By: {keyring}\n")
+    return deb822(extra.url, extra.suite, keyring, extra.components)
+
+
+def extra_not_configured(config: BuildConfig) -> str | None:
+    """The progress line when the profile names extra packages but no repository."""
+    extra = config.profile.extra_apt
+    if extra.url or not extra.packages:
+        return None
+    return (f"extra APT repository not configured (extra_apt.url is empty): "
+            f"{', '.join(extra.packages)} left out; to install them set extra_apt.url, "
+            f"extra_apt.suite, extra_apt.components and extra_apt.keyring in a profile "
+            f"that extends {config.profile.name} (README: profile reference)")
 
 
 def build_repo_sources(codename: str) -> str:
@@ -111,16 +148,18 @@ class PackagesStage(Stage):
     description = "install the profile's packages in a chroot"
     depends: tuple[str, ...] = ("bootstrap",)
 
-    def __init__(self, with_repository: bool = False) -> None:
-        # golem-provider: GOLEM's packages come from the signed repository stage.
-        if with_repository:
-            self.depends = ("bootstrap", "repository")
+    def __init__(self, with_repository: bool = False, deb_stages: tuple[str, ...] = ()) -> None:
+        # golem-provider: GOLEM's packages come from the signed repository stage;
+        # deb_stages (modules-NAME) generate packages installed before the profile's.
+        self.depends = ("bootstrap", *(("repository",) if with_repository else ()),
+                        *deb_stages)
     config_keys = ("profile.debian", "profile.packages", "profile.preseed",
-                   "profile.user", "profile.user_groups", "profile.golem.packages")
+                   "profile.user", "profile.user_groups", "profile.golem.packages",
+                   "profile.extra_apt")
 
     def input_files(self, config: BuildConfig) -> list[Path]:
-        key = maintainer_keyring(config)
-        return [key] if key is not None else []
+        keys = [maintainer_keyring(config), extra_keyring(config)]
+        return [key for key in keys if key is not None]
 
     def resolved_inputs(self, config: BuildConfig) -> dict[str, str]:
         # The archive's package indexes: a security update or point release reruns the
@@ -146,6 +185,10 @@ class PackagesStage(Stage):
         return [f"Debian archive changed: {len(newer)} packages newer ({shown}{more})"]
 
     def preflight(self, config: BuildConfig) -> None:
+        key = extra_keyring(config)
+        if key is not None and not key.is_file():
+            raise BuildError(f"extra_apt.keyring {config.profile.extra_apt.keyring} does not "
+                             "exist", "put the repository's public key there")
         check_debian_mirror(config.profile.debian.mirror, config.profile.debian.suite)
 
     def run(self, ctx: StageContext) -> None:
@@ -184,12 +227,14 @@ class PackagesStage(Stage):
                 ctx.progress("upgrading the bootstrap to the archive's current packages")
                 chroot.run(["apt-get", "dist-upgrade", "--yes", "-o",
                             "Dpkg::Options::=--force-confold"])
+                self._install_stage_debs(ctx, chroot)
                 ctx.progress(f"installing {len(profile.packages)} packages and their "
                              "dependencies")
                 chroot.run(["apt-get", "install", "--yes", "--no-install-recommends",
                             "-o", "Dpkg::Options::=--force-confold", *profile.packages])
                 if "repository" in ctx.inputs:
                     self._install_from_repository(ctx, chroot)
+                self._install_extra(ctx, chroot)
             ctx.progress(f"creating user {profile.user}")
             groups = ",".join(profile.user_groups)
             chroot.run(["useradd", "--create-home", "--shell", "/bin/bash",
@@ -208,6 +253,45 @@ class PackagesStage(Stage):
         (ctx.output / "packages.txt").write_text(listing.stdout)
         policy.unlink()
         remove_build_secrets(root)
+
+    @staticmethod
+    def _install_stage_debs(ctx: StageContext, chroot: Chroot) -> None:
+        """Before the profile's packages, so what they depend on (e.g. nvidia-open-kernel-VER)
+        is already provided and apt never reaches for a DKMS alternative."""
+        debs = sorted(deb for path in ctx.inputs.values() for deb in (path / "debs").glob("*.deb"))
+        if not debs:
+            return
+        inside = chroot.root / LOCAL_DEBS_DIR
+        inside.mkdir(parents=True, exist_ok=True)
+        for deb in debs:
+            shutil.copyfile(deb, inside / deb.name)
+        ctx.progress(f"installing {', '.join(d.name for d in debs)} (built by earlier stages)")
+        chroot.run(["apt-get", "install", "--yes", "--no-install-recommends",
+                    "-o", "Dpkg::Options::=--force-confold",
+                    *(f"/{LOCAL_DEBS_DIR}/{d.name}" for d in debs)])
+        shutil.rmtree(inside)
+
+    @staticmethod
+    def _install_extra(ctx: StageContext, chroot: Chroot) -> None:
+        config = ctx.config
+        extra = config.profile.extra_apt
+        note = extra_not_configured(config)
+        if note:
+            ctx.progress(note)
+        key = extra_keyring(config)
+        if key is None:
+            return
+        keyring = chroot.root / image_extra_keyring(config).lstrip("/")
+        keyring.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(key, keyring)
+        keyring.chmod(0o644)
+        # Kept in the image: it updates from the same repository, signatures checked.
+        (chroot.root / EXTRA_SOURCES).write_text(extra_sources(config))
+        ctx.progress(f"installing {', '.join(extra.packages) or 'nothing'} from {extra.url}")
+        chroot.run(["apt-get", "update"])
+        if extra.packages:
+            chroot.run(["apt-get", "install", "--yes", "--no-install-recommends",
+                        "-o", "Dpkg::Options::=--force-confold", *extra.packages])
 
     @staticmethod
     def _install_from_repository(ctx: StageContext, chroot: Chroot) -> None:
