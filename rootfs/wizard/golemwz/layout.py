@@ -75,6 +75,10 @@ class SystemLayout:
     # golem-provider.service starts only when this exists (ConditionPathExists=):
     # systemd hears READY=1 after a failed run too, so the boot need not wait.
     provider_ready_marker: Path = Path("/run/golemwz/provider-configured")
+    # Where live-boot persistence is asked for (the boot entry) and the image's own
+    # layers (the squashfs mounts live-boot keeps): see golemwz.updates.
+    kernel_cmdline_file: Path = Path("/proc/cmdline")
+    live_rootfs_dir: Path = Path("/run/live/rootfs")
 
     @classmethod
     def under(cls, root: Path) -> SystemLayout:
@@ -98,6 +102,8 @@ class SystemLayout:
             motd_notice=root / "run/motd.d/golemwz",
             issue_notice=root / "etc/issue.d/golemwz.issue",
             provider_ready_marker=root / "run/golemwz/provider-configured",
+            kernel_cmdline_file=root / "proc/cmdline",
+            live_rootfs_dir=root / "run/live/rootfs",
         )
 
     @property

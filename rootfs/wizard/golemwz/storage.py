@@ -34,6 +34,13 @@ ALIGNMENT_BYTES = 1024 * 1024
 GPT_ENTRIES_BYTES = 128 * 128
 E2FSCK_UNCORRECTED = 4  # e2fsck exit status bit: errors left uncorrected
 STORAGE_MOUNT_OPTIONS = "nosuid,nodev"
+# live-boot mounts a partition holding persistence here (golemwz.updates); it stays
+# mounted while the system runs, so the wizard uses it as it is.
+LIVE_PERSISTENCE_MOUNTS = "/run/live/persistence/"
+
+
+def is_live_persistence(mountpoint: str | None) -> bool:
+    return (mountpoint or "").startswith(LIVE_PERSISTENCE_MOUNTS)
 
 
 @dataclass(frozen=True)
@@ -135,7 +142,8 @@ def storage_candidates(devices: list[BlockDevice], own_mount: Path,
         d for d in devices
         if d.type == "part" and d.fstype in STORAGE_FILESYSTEMS and d.partuuid
         and d.partlabel != ROOT_PARTLABEL
-        and d.mountpoint in (None, str(own_mount))  # never offer /, /boot...
+        and (d.mountpoint in (None, str(own_mount))  # never offer /, /boot...
+             or is_live_persistence(d.mountpoint))
     ]
     distinct = []
     for candidate in candidates:
@@ -347,6 +355,11 @@ def grow_golem_storage(partition: BlockDevice, layout: SystemLayout, runner: Run
     SIGTERM waits for it (see termination). `backup_dir` (the conf partition) keeps
     the original table.
     """
+    if is_live_persistence(partition.mountpoint):
+        # Persistence is set up only after a grow (golemwz.updates): nothing to do.
+        reporter.detail(f"{partition.path} holds this boot's package updates "
+                        f"({partition.mountpoint}); not growing it")
+        return
     if partition.mountpoint:
         reporter.warn(f"{partition.path} is mounted on {partition.mountpoint}; not growing it now")
         return
