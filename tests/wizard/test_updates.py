@@ -18,7 +18,14 @@ from golemwz.updates import (
     persistence_conf,
     prepare,
 )
-from wizard_fakes import RecordingRunner, image_partitions, lsblk_json, quiet_reporter
+from wizard_fakes import (
+    IMAGE_SECTORS,
+    RecordingRunner,
+    image_partitions,
+    lsblk_json,
+    quiet_reporter,
+    sfdisk_json,
+)
 
 LIVE_BOOT_ARGS = ("persistence quickusbmodules persistence-storage=directory "
                   "persistence-path=/golem-live-updates persistence-label=golem-gpu-live-1.2.3")
@@ -121,8 +128,23 @@ def test_storage_held_by_live_boot_is_offered_and_not_grown(tmp_path: Path) -> N
     (candidate,) = [c for c in storage_candidates(devices, tmp_path / "mnt")
                     if c.is_golem_storage()]
     assert candidate.mountpoint == held
-    runner = RecordingRunner()
-    log = tmp_path / "log"
-    grow_golem_storage(candidate, SystemLayout.under(tmp_path), runner, quiet_reporter(log))
-    assert runner.argvs == []  # no sfdisk, e2fsck or resize2fs on a mounted filesystem
-    assert "warning" not in log.read_text()
+    layout = SystemLayout.under(tmp_path)
+    size_file = layout.sysfs_root / "class/block/sda/size"
+    size_file.parent.mkdir(parents=True)
+    for disk_sectors, said in ((IMAGE_SECTORS, "already reaches the end of /dev/sda; it holds "
+                                               "the package updates"),
+                               (2 * IMAGE_SECTORS, "warning: Golem storage (/dev/sda5) holds "
+                                                   "this boot's package updates")):
+        size_file.write_text(f"{disk_sectors}\n")
+        runner = RecordingRunner(responses={("sfdisk", "--json"): (0, grown_table())})
+        log = tmp_path / f"log-{disk_sectors}"
+        grow_golem_storage(candidate, layout, runner, quiet_reporter(log))
+        # the table is read; nothing written, no e2fsck or resize2fs on a mounted filesystem
+        assert [argv[:2] for argv in runner.argvs] == [("sfdisk", "--json")]
+        assert said in log.read_text()
+
+
+def grown_table() -> str:
+    """The image's table with `Golem storage` up to the end of the image."""
+    storage_start = 8 * 2**20
+    return sfdisk_json((IMAGE_SECTORS - 34 - 1) // 2048 * 2048 - storage_start)

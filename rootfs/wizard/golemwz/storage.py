@@ -355,12 +355,8 @@ def grow_golem_storage(partition: BlockDevice, layout: SystemLayout, runner: Run
     SIGTERM waits for it (see termination). `backup_dir` (the conf partition) keeps
     the original table.
     """
-    if is_live_persistence(partition.mountpoint):
-        # Persistence is set up only after a grow (golemwz.updates): nothing to do.
-        reporter.detail(f"{partition.path} holds this boot's package updates "
-                        f"({partition.mountpoint}); not growing it")
-        return
-    if partition.mountpoint:
+    held = is_live_persistence(partition.mountpoint)  # only ever after a grow: updates.py
+    if partition.mountpoint and not held:
         reporter.warn(f"{partition.path} is mounted on {partition.mountpoint}; not growing it now")
         return
     if partition.fstype not in ("ext4", "ext3", "ext2"):
@@ -375,6 +371,15 @@ def grow_golem_storage(partition: BlockDevice, layout: SystemLayout, runner: Run
         reporter.warn(f"not growing {GOLEM_STORAGE_PARTLABEL}: {unsafe.line()}")
         return
     table_changed = plan.relocate_backup_header or plan.grow_partition
+    name = f"{GOLEM_STORAGE_PARTLABEL} ({partition.path})"
+    if held:  # mounted: no e2fsck, no resize2fs; the table is only read
+        if table_changed:
+            reporter.warn(f"{name} holds this boot's package updates "
+                          f"({partition.mountpoint}); not growing it now")
+        else:
+            reporter.step(f"{name} already reaches the end of {disk}; it holds the "
+                          "package updates")
+        return
     if table_changed:
         _save_table_backup(disk, backup_dir, layout, runner, reporter)
     # --lock: udev (and anyone else) keeps off the disk while sfdisk writes it.
@@ -390,7 +395,6 @@ def grow_golem_storage(partition: BlockDevice, layout: SystemLayout, runner: Run
             runner.run(["partx", "--update", "--nr", str(plan.partition.number), disk])
             _settle(runner, reporter)
     resized = _fit_filesystem(partition.path, runner, reporter)
-    name = f"{GOLEM_STORAGE_PARTLABEL} ({partition.path})"
     if table_changed:
         reporter.step(f"grew {name} to the end of {disk}")
     elif resized:
