@@ -258,7 +258,10 @@ def test_imager_conf_provider_setup_and_an_upgrade_that_survives_a_reboot(
     console, guest, seconds = boot(image, tmp_path / "boot1.log", key,
                                    [("provider", PROVIDER_STATE), ("packages", PACKAGE_STATE)])
     MEASUREMENTS["golem-provider boot 1 (imager conf, provider checks)"] = f"{seconds:.0f}s"
-    for line in ("golemwz: read first-boot configuration golemwz.toml from Golem conf storage",
+    for line in ("golemwz: read first-boot configuration golemwz.toml and golem.env from "
+                 "Golem conf storage",
+                 "golemwz: storage_partition is not set (non_interactive_install): "
+                 "'Golem storage' of the stick booted from",
                  "golemwz: grew Golem storage",
                  "golemwz: package updates are kept on the storage from the next boot on "
                  f"({UPDATES_DIR.strip('/')})",

@@ -1,6 +1,7 @@
 """Package updates that survive a reboot: live-boot persistence on `Golem storage`.
 
-The boot entry asks live-boot (1:20230131, scripts/boot/9990-misc-helpers.sh) for
+The boot entry asks live-boot (trixie's 1:20250815~deb13u1, /usr/lib/live/boot/
+9990-misc-helpers.sh: probe_for_directory_name, get_custom_mounts) for
 persistence in directory mode: `persistence persistence-storage=directory
 persistence-path=/golem-live-updates persistence-label=IMAGE_NAME`. At boot live-boot
 looks on each partition for PATH/LABEL/persistence.conf and, where it finds one, mounts
