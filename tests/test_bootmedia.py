@@ -130,13 +130,14 @@ def test_kernel_cmdline_is_live_boot_profile_args_and_serial(config: BuildConfig
 def test_grub_cfg_has_default_and_no_autostart_entries(config: BuildConfig) -> None:
     cfg = render_grub_cfg(config)
     entries = [line for line in cfg.splitlines() if line.startswith("menuentry")]
-    assert len(entries) == 2
+    assert len(entries) == 3  # the third: without updates (tests/test_grub_updates.py)
     assert "NO AUTOSTART" not in entries[0] and "NO AUTOSTART" in entries[1]
     linux = [line.split() for line in cfg.splitlines() if line.strip().startswith("linux ")]
-    assert linux[0][1] == linux[1][1] == "/live/vmlinuz"
-    assert " ".join(linux[0][2:]) == kernel_cmdline(config)
-    assert " ".join(linux[1][2:]) == kernel_cmdline(config) + " skip_autostart"
-    assert cfg.count("initrd /live/initrd.img") == 2
+    assert linux[0][1] == linux[1][1] == linux[2][1] == "/live/vmlinuz"
+    assert " ".join(linux[0][2:]).startswith(kernel_cmdline(config) + " persistence ")
+    assert " ".join(linux[1][2:]) == " ".join(linux[0][2:]) + " skip_autostart"
+    assert " ".join(linux[2][2:]) == kernel_cmdline(config)
+    assert cfg.count("initrd /live/initrd.img") == 3
 
 
 def test_grub_cfg_puts_the_menu_on_serial_with_a_short_timeout(config: BuildConfig) -> None:

@@ -79,6 +79,10 @@ class SystemLayout:
     profile_spec_file: Path = Path("/usr/share/golemwz/profile.toml")
     # Where a profile's steps write absolute paths of its spec (/etc/..., /run/...).
     root: Path = Path("/")
+    # Where live-boot persistence is asked for (the boot entry) and the image's own
+    # layers (the squashfs mounts live-boot keeps): see golemwz.updates.
+    kernel_cmdline_file: Path = Path("/proc/cmdline")
+    live_rootfs_dir: Path = Path("/run/live/rootfs")
 
     @classmethod
     def under(cls, root: Path) -> SystemLayout:
@@ -104,6 +108,8 @@ class SystemLayout:
             provider_ready_marker=root / "run/golemwz/provider-configured",
             profile_spec_file=root / "usr/share/golemwz/profile.toml",
             root=root,
+            kernel_cmdline_file=root / "proc/cmdline",
+            live_rootfs_dir=root / "run/live/rootfs",
         )
 
     def system_path(self, absolute: str) -> Path:

@@ -34,6 +34,13 @@ ALIGNMENT_BYTES = 1024 * 1024
 GPT_ENTRIES_BYTES = 128 * 128
 E2FSCK_UNCORRECTED = 4  # e2fsck exit status bit: errors left uncorrected
 STORAGE_MOUNT_OPTIONS = "nosuid,nodev"
+# live-boot mounts a partition holding persistence here (golemwz.updates); it stays
+# mounted while the system runs, so the wizard uses it as it is.
+LIVE_PERSISTENCE_MOUNTS = "/run/live/persistence/"
+
+
+def is_live_persistence(mountpoint: str | None) -> bool:
+    return (mountpoint or "").startswith(LIVE_PERSISTENCE_MOUNTS)
 
 
 @dataclass(frozen=True)
@@ -135,7 +142,8 @@ def storage_candidates(devices: list[BlockDevice], own_mount: Path,
         d for d in devices
         if d.type == "part" and d.fstype in STORAGE_FILESYSTEMS and d.partuuid
         and d.partlabel != ROOT_PARTLABEL
-        and d.mountpoint in (None, str(own_mount))  # never offer /, /boot...
+        and (d.mountpoint in (None, str(own_mount))  # never offer /, /boot...
+             or is_live_persistence(d.mountpoint))
     ]
     distinct = []
     for candidate in candidates:
@@ -347,7 +355,8 @@ def grow_golem_storage(partition: BlockDevice, layout: SystemLayout, runner: Run
     SIGTERM waits for it (see termination). `backup_dir` (the conf partition) keeps
     the original table.
     """
-    if partition.mountpoint:
+    held = is_live_persistence(partition.mountpoint)  # only ever after a grow: updates.py
+    if partition.mountpoint and not held:
         reporter.warn(f"{partition.path} is mounted on {partition.mountpoint}; not growing it now")
         return
     if partition.fstype not in ("ext4", "ext3", "ext2"):
@@ -362,6 +371,15 @@ def grow_golem_storage(partition: BlockDevice, layout: SystemLayout, runner: Run
         reporter.warn(f"not growing {GOLEM_STORAGE_PARTLABEL}: {unsafe.line()}")
         return
     table_changed = plan.relocate_backup_header or plan.grow_partition
+    name = f"{GOLEM_STORAGE_PARTLABEL} ({partition.path})"
+    if held:  # mounted: no e2fsck, no resize2fs; the table is only read
+        if table_changed:
+            reporter.warn(f"{name} holds this boot's package updates "
+                          f"({partition.mountpoint}); not growing it now")
+        else:
+            reporter.step(f"{name} already reaches the end of {disk}; it holds the "
+                          "package updates")
+        return
     if table_changed:
         _save_table_backup(disk, backup_dir, layout, runner, reporter)
     # --lock: udev (and anyone else) keeps off the disk while sfdisk writes it.
@@ -377,7 +395,6 @@ def grow_golem_storage(partition: BlockDevice, layout: SystemLayout, runner: Run
             runner.run(["partx", "--update", "--nr", str(plan.partition.number), disk])
             _settle(runner, reporter)
     resized = _fit_filesystem(partition.path, runner, reporter)
-    name = f"{GOLEM_STORAGE_PARTLABEL} ({partition.path})"
     if table_changed:
         reporter.step(f"grew {name} to the end of {disk}")
     elif resized:

@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any
 
-from golemwz import accounts, final_screen, network, profile_steps, provider, storage
+from golemwz import accounts, final_screen, network, profile_steps, provider, storage, updates
 from golemwz.boot_console import NullScreen, Screen
 from golemwz.config import (
     AUTO,
@@ -375,6 +375,8 @@ class Wizard:
                                        chosen.path) or chosen
         storage.mount_storage(chosen, self.layout, runner, self.services.reporter)
         self.configured.append(f"storage {chosen.title()} as ~{GOLEM_USER}/.local")
+        if storage.boot_stick_storage([chosen], boot_disk) is not None:
+            updates.keep_updates(self.layout, self.services.reporter)
 
     def configure_access(self) -> None:
         runner = self.services.runner
