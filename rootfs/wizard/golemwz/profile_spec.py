@@ -82,31 +82,24 @@ def _boolean(key: str, value: object, _spec: KeySpec) -> object:
     return value
 
 
-def _text(key: str, value: object, _spec: KeySpec) -> object:
-    if not isinstance(value, str) or not _TEXT.fullmatch(value.strip()):
-        raise _bad(key, value, "plain text", "use 1 to 256 letters, digits, spaces and "
-                   "punctuation, without quotes, backslash, '$', '%' or '`'")
-    return value.strip()
+def _matching(pattern: re.Pattern[str], expected: str,
+              fix: str) -> Callable[[str, object, KeySpec], object]:
+    """A kind whose values are strings matching `pattern` (surrounding blanks dropped);
+    `fix` may name the key as {key}."""
+    def validate(key: str, value: object, _spec: KeySpec) -> object:
+        if not isinstance(value, str) or not pattern.fullmatch(value.strip()):
+            raise _bad(key, value, expected, fix.format(key=key))
+        return value.strip()
+    return validate
 
 
-def _size(key: str, value: object, _spec: KeySpec) -> object:
-    if not isinstance(value, str) or not _SIZE.fullmatch(value.strip()):
-        raise _bad(key, value, "a size", f'write a number and M, G or T, e.g. {key} = "100G"')
-    return value.strip()
-
-
-def _name(key: str, value: object, _spec: KeySpec) -> object:
-    if not isinstance(value, str) or not _NAME.fullmatch(value.strip()):
-        raise _bad(key, value, "a name", "use up to 64 letters, digits, '.', '_' or '-', "
-                   "starting with a letter")
-    return value.strip()
-
-
-def _disk(key: str, value: object, _spec: KeySpec) -> object:
-    if not isinstance(value, str) or not _DISK.fullmatch(value.strip()):
-        raise _bad(key, value, "a disk name", f'write {key} = "by-id/NAME" as listed by '
-                   "`ls /dev/disk/by-id` (or by-partuuid/..., by-path/...)")
-    return value.strip()
+_text = _matching(_TEXT, "plain text", "use 1 to 256 letters, digits, spaces and "
+                  "punctuation, without quotes, backslash, '$', '%' or '`'")
+_size = _matching(_SIZE, "a size", 'write a number and M, G or T, e.g. {key} = "100G"')
+_name = _matching(_NAME, "a name", "use up to 64 letters, digits, '.', '_' or '-', "
+                  "starting with a letter")
+_disk = _matching(_DISK, "a disk name", 'write {key} = "by-id/NAME" as listed by '
+                  "`ls /dev/disk/by-id` (or by-partuuid/..., by-path/...)")
 
 
 def _choice(key: str, value: object, spec: KeySpec) -> object:
