@@ -10,12 +10,16 @@ later one on top (live-boot, lib/live/boot/9990-overlay.sh, setup_unionfs, 1:202
                           overlay edit recompresses only this
 
 The overlay stage's rootfs is a hard-linked copy of the packages rootfs and it writes
-every file as a fresh inode, so the top layer is exactly the entries whose inode differs,
-plus overlayfs whiteouts (character devices 0/0) for what it removed.
+every file as a fresh inode, so the top layer is the entries whose inode differs and
+whose content or attributes differ too (a packages entry rebuilt under the same key, its
+first copy evicted, shares no inode with a cached overlay entry: compared by content, the
+layer stays what the overlay changed), plus overlayfs whiteouts (character devices 0/0)
+for what it removed. Times do not count: mksquashfs dates every inode alike.
 """
 
 from __future__ import annotations
 
+import filecmp
 import os
 import shutil
 import stat
@@ -77,8 +81,25 @@ def _same_dir_attrs(a: os.stat_result, b: os.stat_result) -> bool:
     return (a.st_mode, a.st_uid, a.st_gid) == (b.st_mode, b.st_uid, b.st_gid)
 
 
+def unchanged(low: Path, up: Path) -> bool:
+    """The same inode, or the same type, mode, owner and content (times aside)."""
+    a, b = os.lstat(low), os.lstat(up)
+    if (a.st_dev, a.st_ino) == (b.st_dev, b.st_ino):
+        return True
+    if (a.st_mode, a.st_uid, a.st_gid) != (b.st_mode, b.st_uid, b.st_gid):
+        return False
+    if stat.S_ISLNK(a.st_mode):
+        return os.readlink(low) == os.readlink(up)
+    if stat.S_ISREG(a.st_mode):
+        return a.st_size == b.st_size and filecmp.cmp(low, up, shallow=False)
+    if stat.S_ISCHR(a.st_mode) or stat.S_ISBLK(a.st_mode):
+        return a.st_rdev == b.st_rdev
+    return True  # fifos and sockets: nothing more to compare
+
+
 def layer_diff(lower: Path, upper: Path) -> LayerDiff:
-    """Compare two trees where unchanged entries share inodes (a `cp -a --link` copy)."""
+    """Compare two trees where unchanged entries mostly share inodes (a `cp -a --link`
+    copy); entries whose inodes differ are compared by content."""
     diff = LayerDiff()
     pending = [""]
     while pending:
@@ -102,7 +123,8 @@ def layer_diff(lower: Path, upper: Path) -> LayerDiff:
                                          low.stat(follow_symlinks=False)):
                     diff.dirs.append(path)
                 pending.append(path)
-            elif low is None or low.inode() != entry.inode():
+            elif low is None or (low.inode() != entry.inode()
+                                 and not unchanged(lower / path, upper / path)):
                 diff.entries.append(path)
     for found in (diff.entries, diff.dirs, diff.removed):
         found.sort()
@@ -197,7 +219,7 @@ class SquashfsStage(Stage):
         lower_root = ctx.inputs["packages"] / "rootfs"  # what the overlay started from
         kernel, initrd = kernel_and_initrd(upper)
         for path in (kernel, initrd):
-            if not (lower_root / path.relative_to(upper)).samefile(path):
+            if not unchanged(lower_root / path.relative_to(upper), path):
                 raise BuildError(f"the overlay changes {path.relative_to(upper)}",
                                  "the kernel and initrd come from packages: drop the file "
                                  "from the overlay")

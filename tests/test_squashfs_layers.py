@@ -137,3 +137,20 @@ def test_an_overlay_that_replaces_the_kernel_is_refused(config: BuildConfig,
         SquashfsStage().run(context(config, tmp_path / "out", RecordingRunner(), stack,
                                     packages=packages, overlay=overlay,
                                     **{"squashfs-base": tmp_path / "base"}))
+
+
+def test_a_rebuilt_lower_tree_sharing_no_inode_gives_the_same_diff(tmp_path: Path) -> None:
+    # The packages entry rebuilt under the same key (its first copy evicted) while the
+    # overlay entry stayed cached: no inode is shared, the content decides.
+    lower, upper = tmp_path / "lower", tmp_path / "upper"
+    lower_tree(lower)
+    linked_copy(lower, upper)
+    edit(upper)
+    expected = layer_diff(lower, upper)
+    rebuilt = tmp_path / "rebuilt"
+    shutil.copytree(lower, rebuilt, symlinks=True)  # same content, new inodes and times
+    diff = layer_diff(rebuilt, upper)
+    assert (diff.entries, diff.dirs, diff.removed) == \
+        (expected.entries, expected.dirs, expected.removed)
+    (rebuilt / "etc/keep").write_text("other")  # an entry the overlay left alone
+    assert "etc/keep" in layer_diff(rebuilt, upper).entries

@@ -50,7 +50,7 @@ from builder.runner import SubprocessRunner
 from tests import golem_fakes
 from tests.apt_repo.conftest import start_fake_github
 from tests.conftest import MEASUREMENTS, golem_live, require_root
-from tests.integration.test_golem_provider_image import SOURCE_DATE_EPOCH
+from tests.integration.test_golem_provider_image import SOURCE_DATE_EPOCH, golem_tmp_dir
 from tests.integration.test_wizard_boot import (
     MTOOLS_ENV,
     WAITING_FOR_KEY,
@@ -101,7 +101,7 @@ def golem_provider_usb(build_base: Path, tmp_path_factory: pytest.TempPathFactor
         golem_fakes.publish(fake, debs)
         started = time.monotonic()
         result = golem_live("build", "--profile", "golem-provider", "--version", VERSION,
-                            "--tmp-dir", str(build_base / "tmp"), "--work-dir", str(work),
+                            "--tmp-dir", str(golem_tmp_dir(build_base)), "--work-dir", str(work),
                             "--github-api", fake.base,
                             "--source-date-epoch", str(SOURCE_DATE_EPOCH))
         MEASUREMENTS["golem-provider build to usb (after test_golem_provider_image)"] = \

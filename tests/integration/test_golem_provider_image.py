@@ -40,8 +40,15 @@ def fake_golem_github(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Fake
         yield fake
 
 
+def golem_tmp_dir(build_base: Path) -> Path:
+    """golem-provider's own TMP_DIR: its entries (repository forced, several builds from
+    the fakes) would otherwise push the session's gpu-node entries out of the shared
+    cache (two kept per stage), and the gpu-node tests would find them gone."""
+    return build_base / "golem-provider" / "tmp"
+
+
 def plan_for(build_base: Path, work: Path, fake: FakeGitHub) -> Plan:
-    config = make_config(PROJECT_ROOT, "golem-provider", "test", build_base / "tmp", work,
+    config = make_config(PROJECT_ROOT, "golem-provider", "test", golem_tmp_dir(build_base), work,
                          source_date_epoch=SOURCE_DATE_EPOCH)
     return make_plan(config, stage_list(config, GitHubSettings(api_url=fake.base)))
 
@@ -66,7 +73,7 @@ def test_golem_provider_image_installs_golem_components_from_the_signed_reposito
     require_root()
     work = tmp_path / "work"
     args = ["--profile", "golem-provider", "--version", "test", "--tmp-dir",
-            str(build_base / "tmp"), "--work-dir", str(work),
+            str(golem_tmp_dir(build_base)), "--work-dir", str(work),
             "--github-api", fake_golem_github.base,
             "--source-date-epoch", str(SOURCE_DATE_EPOCH)]
     # forced: a reused --build-cache must still exercise the downloads
@@ -141,7 +148,7 @@ def test_golem_provider_installs_only_with_the_profiles_preseed(
     plan = plan_for(build_base, work, fake_golem_github)
     if plan.step("bootstrap").cache.last_manifest() is None:
         built = golem_live("build", "--profile", "golem-provider", "--version", "test",
-                           "--tmp-dir", str(build_base / "tmp"), "--work-dir", str(work),
+                           "--tmp-dir", str(golem_tmp_dir(build_base)), "--work-dir", str(work),
                            "--github-api", fake_golem_github.base, "--until", "bootstrap",
                            "--source-date-epoch", str(SOURCE_DATE_EPOCH))
         assert built.returncode == 0, built.stderr[-3000:]
