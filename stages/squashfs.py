@@ -235,9 +235,11 @@ class SquashfsStage(Stage):
                                        ("-pf", str(pseudo))))
         shutil.rmtree(scratch)
         pseudo.unlink()
-        # The big layer and the kernel by hard link: no copy, and never written to.
+        # The big layer and the kernel copied with their times, not hard-linked: the ISO's
+        # Rock Ridge entries record the link count, which would then depend on how many
+        # cache entries share the file (a rebuilt cache gave another ISO).
         for name in ("vmlinuz", "initrd.img", BASE_IMAGE):
-            os.link(base / name, live / name)
+            shutil.copy2(base / name, live / name)
         (live / MODULE_FILE).write_text(f"{BASE_IMAGE}\n{TOP_IMAGE}\n")
         size = sum((live / n).stat().st_size for n in (BASE_IMAGE, TOP_IMAGE))
         (live / "filesystem.size").write_text(f"{size}\n")
