@@ -90,8 +90,9 @@ def fat_image_bytes(files: Mapping[str, Path], slack_mib: int = 2) -> int:
 def make_ext4_image(runner: Runner, image: Path, spec: PartitionSpec, ids: PartitionIds,
                     size_bytes: int, content: Path | None, epoch: int) -> None:
     """Create an ext4 image of size_bytes, populated from `content` if given; the
-    superblock (E2FSPROGS_FAKE_TIME) and every inode (from the content's clamped times)
-    are dated `epoch`."""
+    superblock (E2FSPROGS_FAKE_TIME) and every inode are dated `epoch`. The content's
+    own times are not used and not touched: it may hold hard links into other stages'
+    cache entries, read concurrently (a read moves a file's atime, which mke2fs copies)."""
     with open(image, "wb") as handle:
         handle.truncate(size_bytes)
     argv: list[str | os.PathLike[str]] = [
@@ -108,21 +109,20 @@ def make_ext4_image(runner: Runner, image: Path, spec: PartitionSpec, ids: Parti
     names: list[str] = []
     if content is not None:
         names = ["/"] + sorted("/" + str(p.relative_to(content)) for p in content.rglob("*"))
-        # Last, since reading a directory moves its atime, which mke2fs copies.
-        clamp_times(content, epoch)
         argv += ["-d", content]
     argv += [image, f"{size_bytes // 1024}k"]
     runner.run(argv, env={"E2FSPROGS_FAKE_TIME": str(epoch)})
     if names:
-        set_ctimes(runner, image, names, epoch)
+        set_inode_times(runner, image, names, epoch)
 
 
-def set_ctimes(runner: Runner, image: Path, names: list[str], epoch: int) -> None:
-    """mke2fs 1.47.0 copies each source file's ctime, which no tool can set on the
-    source: date every populated inode's ctime `epoch` afterwards (debugfs keeps the
-    checksums right)."""
+def set_inode_times(runner: Runner, image: Path, names: list[str], epoch: int) -> None:
+    """mke2fs copies each source file's atime, mtime and ctime (no tool can set a
+    ctime on the source): date every populated inode `epoch` afterwards (debugfs keeps
+    the checksums right)."""
     script = image.with_name(f".{image.name}.debugfs")
-    script.write_text("".join(f'sif "{name}" ctime @{epoch}\n' for name in names))
+    script.write_text("".join(f'sif "{name}" {field} @{epoch}\n'
+                              for name in names for field in ("atime", "mtime", "ctime")))
     try:
         runner.run(["debugfs", "-w", "-f", str(script), str(image)])
     finally:

@@ -3,13 +3,17 @@ mount-free assembly helpers; no root and no real tools needed."""
 
 from __future__ import annotations
 
+import os
+import re
 import struct
+import subprocess
 from pathlib import Path
 
 import pytest
 from golemwz.layout import GOLEM_STORAGE_PARTUUID
 
 from builder.errors import BuildError
+from builder.runner import SubprocessRunner
 from disk.assemble import (
     BLOCKLIST_OFFSET,
     assemble_disk,
@@ -183,8 +187,6 @@ def test_make_ext4_image_argv_sets_uuid_label_and_content(tmp_path: Path, layout
     argv, debugfs = runner.argvs
     assert runner.calls[0].env == {"E2FSPROGS_FAKE_TIME": "1700000000"}
     assert debugfs[:3] == ("debugfs", "-w", "-f") and debugfs[-1] == str(image)
-    for path in (tree, tree / "live", tree / "live/vmlinuz"):
-        assert path.stat().st_mtime == path.stat().st_atime == 1700000000
     assert argv[0] == "mkfs.ext4"
     assert argv[argv.index("-U") + 1] == ids.fs_uuid
     assert argv[argv.index("-L") + 1] == "golem-live"
@@ -193,6 +195,27 @@ def test_make_ext4_image_argv_sets_uuid_label_and_content(tmp_path: Path, layout
     assert argv[-2:] == (str(image), f"{40 * 1024}k")
     assert image.stat().st_size == 40 * MIB
     assert image.stat().st_blocks == 0  # sparse until mkfs writes
+
+
+def test_ext4_inodes_are_dated_by_the_epoch_and_the_content_is_left_alone(
+        tmp_path: Path, layout) -> None:
+    """The content may be hard links into other cache entries that another stage reads
+    at the same time: mke2fs copies their atimes, so the image's inodes are dated
+    afterwards and the content's own times are neither used nor changed."""
+    tree = tmp_path / "tree"
+    (tree / "live").mkdir(parents=True)
+    (tree / "live/vmlinuz").write_text("kernel")
+    os.utime(tree / "live/vmlinuz", (1234567890, 1600000000))  # read since its copy
+    image = tmp_path / "root.img"
+    ids = derive_ids(layout, SEED).partitions["root"]
+    make_ext4_image(SubprocessRunner(tmp_path / "log"), image, layout.spec("root"), ids,
+                    8 * MIB, content=tree, epoch=1700000000)
+    assert (tree / "live/vmlinuz").stat().st_mtime == 1600000000
+    for name in ("/", "/live", "/live/vmlinuz"):
+        shown = subprocess.run(["debugfs", "-R", f"stat {name}", str(image)],
+                               capture_output=True, text=True, check=True).stdout
+        stamps = re.findall(r"^ *([acm])time: (0x[0-9a-f]+)", shown, re.MULTILINE)
+        assert sorted(stamps) == [(f, hex(1700000000)) for f in "acm"], (name, shown)
 
 
 def test_ext4_content_estimate_covers_the_data(tmp_path: Path) -> None:

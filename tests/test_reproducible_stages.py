@@ -61,6 +61,8 @@ def test_squashfs_dates_every_inode_and_its_outputs(config: BuildConfig, tmp_pat
     for path in (tmp_path / "out/live").iterdir():
         from_base = path.name in ("vmlinuz", "initrd.img", "filesystem.squashfs")
         assert path.stat().st_mtime == (EPOCH - 100 if from_base else EPOCH), path.name
+    # The ISO and the USB image record the directory's own time too.
+    assert (tmp_path / "out/live").stat().st_mtime == EPOCH
     assert "source_date_epoch" in SquashfsStage.config_keys
 
 
