@@ -204,11 +204,15 @@ class ConsoleWatcher:
 
 def watch_console(console: Console, watcher: ConsoleWatcher, timeout: float | None,
                   log: BinaryIO, clock: Callable[[], float] = time.monotonic,
-                  echo: Callable[[bytes], None] | None = None) -> str:
+                  echo: Callable[[bytes], None] | None = None,
+                  cancelled: Callable[[], bool] = lambda: False) -> str:
     """Read the console until expect matches ("matched"), time runs out
-    ("timeout") or QEMU exits ("exited"). Everything read goes to `log`."""
+    ("timeout"), QEMU exits ("exited") or the caller gives up ("cancelled", checked
+    every second). Everything read goes to `log`."""
     deadline = None if timeout is None else clock() + timeout
     while True:
+        if cancelled():
+            return "cancelled"
         wait = 1.0
         if deadline is not None:
             remaining = deadline - clock()
@@ -281,8 +285,10 @@ def check_host(options: BootOptions) -> None:
                          "drop --expect, or boot non-interactively")
 
 
-def boot(options: BootOptions, echo: Callable[[bytes], None] | None = None) -> BootResult:
-    """Boot the image; with expect, return 0 once it appears and 1 on timeout."""
+def boot(options: BootOptions, echo: Callable[[bytes], None] | None = None,
+         cancelled: Callable[[], bool] = lambda: False) -> BootResult:
+    """Boot the image; with expect, return 0 once it appears and 1 on timeout (or
+    when `cancelled()` turns true: another thread stops this boot)."""
     check_host(options)
     started = time.monotonic()
     log_path = options.console_log()
@@ -303,10 +309,12 @@ def boot(options: BootOptions, echo: Callable[[bytes], None] | None = None) -> B
         with open(log_path, "wb") as log:
             log.write(f"# {' '.join(argv)}\n".encode())
             outcome = watch_console(ProcessConsole(proc), watcher, options.timeout, log,
-                                    echo=echo)
+                                    echo=echo, cancelled=cancelled)
         seconds = time.monotonic() - started
         if outcome == "matched":
             return BootResult(0, f"saw {options.expect!r}", seconds, log_path)
+        if outcome == "cancelled":
+            return BootResult(1, "cancelled", seconds, log_path)
         if outcome == "timeout":
             what = f"{options.expect!r} did not appear" if options.expect else "still running"
             return BootResult(1, f"timeout after {options.timeout:.0f}s: {what}", seconds,

@@ -502,3 +502,13 @@ def test_session_without_ssh_refuses_ssh(fake_qemu: Path, tmp_path: Path) -> Non
             session.ssh("true")
     argv = (tmp_path / "qemu.argv").read_text().splitlines()
     assert "user,model=virtio-net-pci" in argv
+
+
+def test_a_cancelled_watch_stops_within_a_read() -> None:
+    clock = FakeClock()
+    console = ScriptedConsole([b"Booting", b" the kernel"], clock)
+    reads = iter([False, True])
+    outcome = watch_console(console, ConsoleWatcher("login:", []), 60, io.BytesIO(), clock,
+                            cancelled=lambda: next(reads))
+    assert outcome == "cancelled"
+    assert console.chunks == [b" the kernel"]  # one read, then the stop was seen

@@ -56,6 +56,15 @@ def image_file(live: Path, path: str) -> str:
     return unsquashfs_cat(live, path)
 
 
+# Run before each profile's own script: every profile's boot must reach "running"
+# with no failed unit.
+SYSTEM_STATE = """
+echo "system=$(systemctl is-system-running --wait)"
+failed=$(systemctl list-units --failed --plain --no-legend | awk '{print $1}')
+echo "failed=$(echo $failed)"
+"""
+
+
 @dataclass(frozen=True)
 class ProfileBoot:
     guest: dict[str, str]
@@ -64,7 +73,9 @@ class ProfileBoot:
 
 def boot_with_first_boot(built: BuiltImage, tmp_path: Path, profile: str, settings: str,
                          guest_script: str) -> ProfileBoot:
-    """Boot a copy of the stick with `settings` + this test's SSH key as golemwz.toml."""
+    """Boot a copy of the stick with `settings` + this test's SSH key as golemwz.toml,
+    run SYSTEM_STATE and `guest_script` over SSH; assert the system is running with
+    no failed unit."""
     key = tmp_path / "id_ed25519"
     run("ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", f"{profile}-test", "-f", str(key))
     image = tmp_path / "stick.img"
@@ -80,11 +91,13 @@ def boot_with_first_boot(built: BuiltImage, tmp_path: Path, profile: str, settin
     with tempfile.TemporaryDirectory(prefix=f"{profile}-boot-") as temp, \
             booted(options, Path(temp), tmp_path, ssh_port=free_port(), ssh_key=key) as session:
         ready = session.wait_serial(WIZARD_DONE, BOOT_TIMEOUT)
-        guest = key_values(session.ssh(guest_script)) if ready else {}
+        guest = key_values(session.ssh(SYSTEM_STATE + guest_script)) if ready else {}
         console = session.serial_text()
         session.power_off(120)
     MEASUREMENTS[f"{profile} boot (USB, OVMF, TCG, to the checks' end)"] = \
         f"{time.monotonic() - started:.0f}s"
     assert ready, f"the wizard never finished; console:\n{console[-4000:]}"
     print("\n".join(f"{k}={v}" for k, v in guest.items()))
+    assert guest.get("failed") == "", guest
+    assert guest.get("system") == "running", guest
     return ProfileBoot(guest, console)

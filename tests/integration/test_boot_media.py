@@ -10,23 +10,28 @@ screen test's boot (test_wizard_screen.py), which also checks the command line.
 The media are the pipeline's gpu-node build (tests/conftest.py), or, with
 `--live-dir DIR`, made by the bootloader, iso and usb stages from that live/ dir
 (vmlinuz, initrd.img with live-boot, filesystem.squashfs).
-One QEMU at a time: the tests run sequentially and each stops its QEMU.
+The boots are independent, so the module boots what its selected tests need up front,
+one QEMU per host core (boot_test/parallel.py), and each test checks its own boot.
 """
 
 from __future__ import annotations
 
 import re
 from pathlib import Path
+from typing import NamedTuple
 
 import pytest
 
+from boot_test.parallel import boot_all
 from boot_test.qemu import (
     FIRMWARES,
     MEDIA,
     NO_AUTOSTART_ENTRY,
     BootOptions,
     BootResult,
-    boot,
+    ConsoleAction,
+    Firmware,
+    Media,
     select_menu_entry,
     strip_ansi,
 )
@@ -83,12 +88,61 @@ def kernel_cmdline(result: BootResult) -> str:
     return found.group(1)
 
 
-def boot_to_login(image: Path, media: str, firmware: str, logs: Path, name: str,
-                  **options: object) -> BootResult:
-    result = boot(BootOptions(image, media=media, firmware=firmware,  # type: ignore[arg-type]
-                              timeout=BOOT_TIMEOUT, expect=LOGIN_PROMPT,
-                              log_path=logs / f"{name}.log", **options))  # type: ignore[arg-type]
-    MEASUREMENTS[f"boot {name} to login"] = f"{result.seconds:.0f}s"
+class BootCase(NamedTuple):
+    image: str  # which of boot_media
+    media: Media  # how QEMU attaches it
+    firmware: Firmware
+    secure_boot: bool = False
+    actions: tuple[ConsoleAction, ...] = ()
+
+
+# Each boot of this module, by name.
+BOOTS: dict[str, BootCase] = {
+    **{f"{media}-bios": BootCase(media, media, "bios") for media in MEDIA},
+    "usb-bios-no-autostart": BootCase("usb", "usb", "bios",
+                                      actions=(select_menu_entry(NO_AUTOSTART_ENTRY),)),
+    **{f"iso-as-usb-{firmware}": BootCase("iso", "usb", firmware) for firmware in FIRMWARES},
+    **{f"{media}-secure-boot": BootCase(media, media, "uefi", secure_boot=True)
+       for media in MEDIA},
+}
+
+
+# Each test's boot: a name in BOOTS, formatted with the test's parameters.
+BOOT_OF_TEST = {
+    "test_boots_to_login_on_serial": "{media}-bios",
+    "test_no_autostart_entry_passes_skip_autostart": "usb-bios-no-autostart",
+    "test_iso_boots_from_a_stick": "iso-as-usb-{firmware}",
+    "test_boots_with_secure_boot_enforced": "{media}-secure-boot",
+}
+
+
+def boot_name(item: pytest.Item) -> str:
+    """The boot a test of this module checks, from its name and parameters."""
+    callspec = getattr(item, "callspec", None)
+    params = dict(callspec.params) if callspec else {}
+    return BOOT_OF_TEST[getattr(item, "originalname", item.name)].format(**params)
+
+
+@pytest.fixture(scope="module")
+def boots(request: pytest.FixtureRequest, boot_media: dict[str, Path],
+          tmp_path_factory: pytest.TempPathFactory) -> dict[str, BootResult]:
+    """The boots of this module's selected tests, run side by side."""
+    wanted = sorted({boot_name(item) for item in request.session.items
+                     if getattr(item, "module", None) is request.module})
+    logs = tmp_path_factory.mktemp("boot-media-logs")
+    jobs = {name: BootOptions(boot_media[case.image], media=case.media,
+                              firmware=case.firmware, secure_boot=case.secure_boot,
+                              actions=case.actions, timeout=BOOT_TIMEOUT,
+                              expect=LOGIN_PROMPT, log_path=logs / f"{name}.log")
+            for name, case in ((name, BOOTS[name]) for name in wanted)}
+    results = boot_all(jobs)
+    for name, result in results.items():
+        MEASUREMENTS[f"boot {name} to login (two at a time)"] = f"{result.seconds:.0f}s"
+    return results
+
+
+def booted_to_login(boots: dict[str, BootResult], name: str) -> BootResult:
+    result = boots[name]
     assert result.returncode == 0, f"{result.reason}; console log: {result.log_path}"
     assert "[FAILED]" not in console_text(result), f"failed units: {result.log_path}"
     return result
@@ -103,17 +157,14 @@ def assert_default_entry(result: BootResult, has_wizard: bool) -> None:
 
 
 @pytest.mark.parametrize("media", MEDIA)
-def test_boots_to_login_on_serial(boot_media: dict[str, Path], media: str,
-                                  tmp_path: Path, has_wizard: bool) -> None:
-    result = boot_to_login(boot_media[media], media, "bios", tmp_path, f"{media}-bios")
-    assert_default_entry(result, has_wizard)
+def test_boots_to_login_on_serial(boots: dict[str, BootResult], media: str,
+                                  has_wizard: bool) -> None:
+    assert_default_entry(booted_to_login(boots, f"{media}-bios"), has_wizard)
 
 
-def test_no_autostart_entry_passes_skip_autostart(boot_media: dict[str, Path],
-                                                  tmp_path: Path, has_wizard: bool) -> None:
-    result = boot_to_login(boot_media["usb"], "usb", "bios", tmp_path,
-                           "usb-bios-no-autostart",
-                           actions=(select_menu_entry(NO_AUTOSTART_ENTRY),))
+def test_no_autostart_entry_passes_skip_autostart(boots: dict[str, BootResult],
+                                                  has_wizard: bool) -> None:
+    result = booted_to_login(boots, "usb-bios-no-autostart")
     assert "skip_autostart" in kernel_cmdline(result).split()
     if has_wizard:  # neither wizard nor provider; golem is logged into tty1 instead
         text = console_text(result)
@@ -123,16 +174,14 @@ def test_no_autostart_entry_passes_skip_autostart(boot_media: dict[str, Path],
 
 
 @pytest.mark.parametrize("firmware", FIRMWARES)
-def test_iso_boots_from_a_stick(boot_media: dict[str, Path], firmware: str,
-                                tmp_path: Path) -> None:
-    boot_to_login(boot_media["iso"], "usb", firmware, tmp_path, f"iso-as-usb-{firmware}")
+def test_iso_boots_from_a_stick(boots: dict[str, BootResult], firmware: str) -> None:
+    booted_to_login(boots, f"iso-as-usb-{firmware}")
 
 
 @pytest.mark.parametrize("media", MEDIA)
-def test_boots_with_secure_boot_enforced(boot_media: dict[str, Path], media: str,
-                                         tmp_path: Path, has_wizard: bool) -> None:
-    result = boot_to_login(boot_media[media], media, "uefi", tmp_path, f"{media}-secure-boot",
-                           secure_boot=True)
+def test_boots_with_secure_boot_enforced(boots: dict[str, BootResult], media: str,
+                                         has_wizard: bool) -> None:
+    result = booted_to_login(boots, f"{media}-secure-boot")
     assert_default_entry(result, has_wizard)
     # The kernel reads the SecureBoot variable itself: a firmware that skipped the
     # signature checks would have it off, and this line would say "disabled".

@@ -20,6 +20,7 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
+from golemwz import accounts
 from golemwz.bootdisk import boot_disk
 from golemwz.config import Settings, read_text, read_toml, save_atomically, write_atomically
 from golemwz.layout import CONF_PARTLABEL, CONF_PARTUUID, GOLEM_USER, SystemLayout
@@ -139,21 +140,46 @@ class ConfStore:
             self.runner.run(["chown", f"{GOLEM_USER}:{GOLEM_USER}", str(self.saved_path)])
         return self.saved_path
 
-    def read_password_hash(self) -> str | None:
-        """The saved hash (unchecked: the caller validates it); None without one."""
-        if not self.on_partition:
-            return None
-        try:
-            return self.layout.conf_password_hash.read_text(encoding="utf-8",
-                                                            errors="replace").strip()
-        except FileNotFoundError:
-            return None
+    def restore_password(self) -> bool:
+        """Set the password generated at an earlier boot from its saved hash, if any.
 
-    def save_password_hash(self, crypt_hash: str) -> Path:
-        """Write the hash atomically on the partition; OSError if that fails."""
+        Neither the hash nor a malformed file's content is ever logged."""
+        if not self.on_partition:
+            return False
         path = self.layout.conf_password_hash
-        write_atomically(f"{crypt_hash}\n".encode(), path)
-        return path
+        try:
+            crypt_hash = path.read_text(encoding="utf-8", errors="replace").strip()
+        except FileNotFoundError:
+            return False
+        except OSError as error:
+            self.reporter.warn(f"cannot read {path}: {error.strerror}; "
+                               "a new password is generated")
+            return False
+        if not accounts.is_crypt_hash(crypt_hash):
+            self.reporter.warn(f"{path} is not a crypt hash ($id$...): ignored; "
+                               "a new password is generated")
+            return False
+        accounts.restore_password_hash(self.runner, GOLEM_USER, crypt_hash)
+        return True
+
+    def keep_password_hash(self) -> bool:
+        """Save the new password's crypt hash (never the password) where it persists;
+        False (with a warning) when it could not be. Booted from the ISO nothing
+        persists, as for the configuration."""
+        if not self.on_partition:
+            return False
+        path = self.layout.conf_password_hash
+        try:
+            crypt_hash = accounts.read_password_hash(self.layout.shadow_file, GOLEM_USER)
+            if crypt_hash is None:
+                raise OSError(f"no crypt hash for {GOLEM_USER}")
+            write_atomically(f"{crypt_hash}\n".encode(), path)
+        except OSError as error:
+            self.reporter.warn(f"the password hash was not saved to {path} "
+                               f"({error.strerror or error}): "
+                               "a new password will be generated at the next boot")
+            return False
+        return True
 
     def delete_first_boot(self) -> None:
         """Both first-boot files: their values are in the saved configuration now, and a

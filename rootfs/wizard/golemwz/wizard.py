@@ -383,7 +383,7 @@ class Wizard:
         if accounts.password_is_set(runner, GOLEM_USER):
             self.step(f"the password of {GOLEM_USER} was set before; kept")
             self.password_note = "set before this run, unchanged"
-        elif self.restore_password():
+        elif self.store.restore_password():
             self.step(f"password restored from {CONF_PARTLABEL}")
             self.password_note = "the one shown at an earlier boot"
         else:
@@ -407,43 +407,10 @@ class Wizard:
             self.configured.append(f"SSH keys: {added} added, {len(self.settings.ssh_keys)} "
                                    "configured")
 
-    def restore_password(self) -> bool:
-        """Set the password generated at an earlier boot from its saved hash, if any.
-
-        Neither the hash nor a malformed file's content is ever logged."""
-        path = self.layout.conf_password_hash
-        try:
-            crypt_hash = self.store.read_password_hash()
-        except OSError as error:
-            self.services.reporter.warn(f"cannot read {path}: {error.strerror}; "
-                                        "a new password is generated")
-            return False
-        if crypt_hash is None:
-            return False
-        if not accounts.is_crypt_hash(crypt_hash):
-            self.services.reporter.warn(f"{path} is not a crypt hash ($id$...): ignored; "
-                                        "a new password is generated")
-            return False
-        accounts.restore_password_hash(self.services.runner, GOLEM_USER, crypt_hash)
-        return True
-
     def keep_password_hash(self) -> None:
-        """Save the new password's crypt hash (never the password) where it persists."""
-        if not self.store.on_partition:
-            return  # booted from the ISO: nothing persists, as for the configuration
-        path = self.layout.conf_password_hash
-        try:
-            crypt_hash = accounts.read_password_hash(self.layout.shadow_file, GOLEM_USER)
-            if crypt_hash is None:
-                raise OSError(f"no crypt hash for {GOLEM_USER}")
-            self.store.save_password_hash(crypt_hash)
-        except OSError as error:
-            self.services.reporter.warn(f"the password hash was not saved to {path} "
-                                        f"({error.strerror or error}): "
-                                        "a new password will be generated at the next boot")
-            return
-        self.step(f"password hash saved to {path} on {CONF_PARTLABEL}: "
-                  "the password survives reboots")
+        if self.store.keep_password_hash():
+            self.step(f"password hash saved to {self.layout.conf_password_hash} on "
+                      f"{CONF_PARTLABEL}: the password survives reboots")
 
     def check_network(self) -> None:
         ui, runner = self.services.ui, self.services.runner
