@@ -5,13 +5,15 @@ from __future__ import annotations
 
 import os
 import re
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
+from builder.cache import file_digest
 from builder.errors import BuildError
 from builder.profile import (
     PROFILE_DIR,
+    SETTINGS,
     DebianSource,
     GolemSource,
     Profile,
@@ -44,6 +46,8 @@ class BuildConfig:
     local_debs: Path | None = None  # a directory of .deb files standing in for GOLEM's sources
     # Timestamps the outputs carry instead of the clock's (reproducible builds).
     source_date_epoch: int = 0
+    # The package lock of an earlier build to install exactly again (apt_repo/lock.py).
+    packages_lock: Path | None = None
 
     @property
     def image_name(self) -> str:
@@ -65,6 +69,8 @@ class BuildConfig:
             "seed": self.seed,
             "local_debs": str(self.local_debs) if self.local_debs else None,
             "source_date_epoch": self.source_date_epoch,
+            # Its content, not its path, is what a stage's key depends on.
+            "packages_lock": file_digest(self.packages_lock) if self.packages_lock else None,
         }
 
     def value(self, dotted: str) -> Any:
@@ -95,9 +101,31 @@ def default_source_date_epoch(project_root: Path) -> int:
     return newest
 
 
+def mirror_overrides(profile: Profile, mirror: str | None,
+                     security_mirror: str | None) -> Profile:
+    """The profile with its Debian mirrors replaced (e.g. by snapshot.debian.org URLs
+    to rebuild an older release), each checked as the profile's own setting is."""
+    given = {"debian.mirror": ("--debian-mirror", mirror),
+             "debian.security_mirror": ("--security-mirror", security_mirror)}
+    errors = []
+    for setting in SETTINGS:
+        flag, value = given.get(setting.key, ("", None))
+        problem = setting.validate(value) if value is not None and setting.validate else None
+        if problem:
+            errors.append(f"{flag}: {problem}")
+    if errors:
+        raise BuildError("; ".join(errors), "give the archive's http(s) URL")
+    debian = profile.debian
+    return replace(profile, debian=replace(
+        debian, mirror=mirror or debian.mirror,
+        security_mirror=debian.security_mirror if security_mirror is None else security_mirror))
+
+
 def make_config(project_root: Path, profile: str, version: str, tmp_dir: Path,
                 work_dir: Path, local_debs: Path | None = None,
-                source_date_epoch: int | None = None) -> BuildConfig:
+                source_date_epoch: int | None = None, packages_lock: Path | None = None,
+                debian_mirror: str | None = None,
+                security_mirror: str | None = None) -> BuildConfig:
     if not VERSION_RE.match(version):
         raise BuildError(f"invalid version {version!r}",
                          "use letters, digits and . + ~ - (e.g. 1.2.3)")
@@ -107,8 +135,12 @@ def make_config(project_root: Path, profile: str, version: str, tmp_dir: Path,
     if local_debs is not None and not local_debs.is_dir():
         raise BuildError(f"local .deb directory {local_debs} does not exist",
                          "point LOCAL_DEBS/--local-debs at a directory of .deb files")
+    if packages_lock is not None and not packages_lock.is_file():
+        raise BuildError(f"packages lock {packages_lock} does not exist",
+                         "give the NAME-VERSION.packages.lock a build or release wrote")
     return BuildConfig(
-        profile=load_profile(project_root, profile),
+        profile=mirror_overrides(load_profile(project_root, profile), debian_mirror,
+                                 security_mirror),
         version=version,
         project_root=project_root.resolve(),
         tmp_dir=tmp_dir.resolve(),
@@ -116,4 +148,5 @@ def make_config(project_root: Path, profile: str, version: str, tmp_dir: Path,
         local_debs=local_debs.resolve() if local_debs else None,
         source_date_epoch=(source_date_epoch if source_date_epoch is not None
                            else default_source_date_epoch(project_root)),
+        packages_lock=packages_lock.resolve() if packages_lock else None,
     )

@@ -41,6 +41,15 @@ def build_options(func: Callable[..., Any]) -> Callable[..., Any]:
         click.option("--source-date-epoch", type=int, envvar="SOURCE_DATE_EPOCH",
                      default=None, show_envvar=True,
                      help="Timestamp for the outputs (default: the last commit's date)."),
+        click.option("--packages-lock", type=click.Path(path_type=Path), default=None,
+                     envvar="PACKAGES_LOCK", show_envvar=True,
+                     help="Install exactly the packages of this NAME-VERSION.packages.lock "
+                          "(an earlier build's); a difference fails the build."),
+        click.option("--debian-mirror", default=None, metavar="URL",
+                     help="Debian archive instead of the profile's (e.g. a "
+                          "snapshot.debian.org URL, to rebuild an older release)."),
+        click.option("--security-mirror", default=None, metavar="URL",
+                     help="Security archive instead of the profile's (\"\" for none)."),
         click.option("--offline", is_flag=True,
                      help="Do not look up the Debian archive for newer packages; reuse what "
                           "the last build saw."),
@@ -55,7 +64,8 @@ def build_options(func: Callable[..., Any]) -> Callable[..., Any]:
 def config_from(options: dict[str, Any]) -> BuildConfig:
     return make_config(options["project_root"], options["profile"], options["image_version"],
                        options["tmp_dir"], options["work_dir"], options["local_debs"],
-                       options["source_date_epoch"])
+                       options["source_date_epoch"], options["packages_lock"],
+                       options["debian_mirror"], options["security_mirror"])
 
 
 def github_from(options: dict[str, Any]) -> GitHubSettings:

@@ -36,6 +36,7 @@ from apt_repo.archive_state import (
     http_fetch,
     sources_of,
 )
+from apt_repo.lock import SNAPSHOT_APT_CONF, SNAPSHOT_APT_SETTINGS
 from apt_repo.sources import DEBIAN_KEYRING, deb822
 from builder.chroot import POLICY_RC_D, Chroot
 from builder.config import BuildConfig
@@ -323,6 +324,8 @@ class ModulesStage(Stage):
                                      DEBIAN_KEYRING, debian.components)
         (root / IN_CHROOT_SOURCES).parent.mkdir(parents=True, exist_ok=True)
         (root / IN_CHROOT_SOURCES).write_text(sources)
+        if ctx.config.packages_lock:  # a pinned build: its mirror may be a snapshot
+            (root / SNAPSHOT_APT_CONF).write_text(SNAPSHOT_APT_SETTINGS)
         (root / "usr/sbin/policy-rc.d").write_text(POLICY_RC_D)
         (root / "usr/sbin/policy-rc.d").chmod(0o755)
         (root / "etc/resolv.conf").unlink(missing_ok=True)

@@ -19,6 +19,7 @@ from apt_repo.archive_state import (
     sources_of,
 )
 from apt_repo.keys import IMAGE_KEYRING
+from apt_repo.lock import check_against_lock, pin_chroot, read_package_lock
 from apt_repo.sources import DEBIAN_KEYRING, deb822
 from builder.chroot import POLICY_RC_D, Chroot
 from builder.config import BuildConfig
@@ -142,7 +143,7 @@ def remove_build_secrets(root: Path) -> None:
 class PackagesStage(Stage):
     name = "packages"
     code = ("builder.chroot", "apt_repo.sources", "apt_repo.archive_state",
-            "builder.packagecache")
+            "builder.packagecache", "apt_repo.lock")
     version = 1
     tools = ("chroot", "mount", "umount", "cp")
     description = "install the profile's packages in a chroot"
@@ -155,7 +156,7 @@ class PackagesStage(Stage):
                         *deb_stages)
     config_keys = ("profile.debian", "profile.packages", "profile.preseed",
                    "profile.user", "profile.user_groups", "profile.golem.packages",
-                   "profile.extra_apt")
+                   "profile.extra_apt", "packages_lock")
 
     def input_files(self, config: BuildConfig) -> list[Path]:
         keys = [maintainer_keyring(config), extra_keyring(config)]
@@ -190,6 +191,8 @@ class PackagesStage(Stage):
             raise BuildError(f"extra_apt.keyring {config.profile.extra_apt.keyring} does not "
                              "exist", "put the repository's public key there")
         check_debian_mirror(config.profile.debian.mirror, config.profile.debian.suite)
+        if config.packages_lock:
+            read_package_lock(config.packages_lock)  # every bad line, before anything runs
 
     def run(self, ctx: StageContext) -> None:
         profile = ctx.config.profile
@@ -209,6 +212,10 @@ class PackagesStage(Stage):
         resolv.unlink(missing_ok=True)
         shutil.copyfile("/etc/resolv.conf", resolv)
 
+        lock = read_package_lock(ctx.config.packages_lock) if ctx.config.packages_lock else None
+        pin_files = pin_chroot(root, lock) if lock else []
+        if lock is not None:
+            ctx.progress(f"pinned to the {len(lock.entries)} packages of {lock.path}")
         # Timestamps written inside (initramfs, /etc/shadow's last change) follow the
         # archive's date, so an unchanged archive gives the same files.
         epoch = ctx.resolved.get(ARCHIVE_DATE) or str(ctx.config.source_date_epoch)
@@ -225,7 +232,9 @@ class PackagesStage(Stage):
                 # The bootstrap came from the suite alone: bring it up to -updates and
                 # -security.
                 ctx.progress("upgrading the bootstrap to the archive's current packages")
-                chroot.run(["apt-get", "dist-upgrade", "--yes", "-o",
+                # Pinned: the lock's versions, older ones too.
+                downgrades = ["--allow-downgrades"] if lock else []
+                chroot.run(["apt-get", "dist-upgrade", "--yes", *downgrades, "-o",
                             "Dpkg::Options::=--force-confold"])
                 self._install_stage_debs(ctx, chroot)
                 ctx.progress(f"installing {len(profile.packages)} packages and their "
@@ -246,7 +255,12 @@ class PackagesStage(Stage):
             chroot.run(["apt-get", "clean"])
         installed = parse_listing(listing.stdout)
         # Before the lists go: what exactly was installed, to reproduce or audit the build.
-        (ctx.output / LOCK_FILE).write_text(package_lock(installed, root / "var/lib/apt/lists"))
+        built_lock = package_lock(installed, root / "var/lib/apt/lists")
+        if lock is not None:
+            check_against_lock(lock, built_lock)
+        for path in pin_files:  # the image updates as any other
+            path.unlink()
+        (ctx.output / LOCK_FILE).write_text(built_lock)
 
         shutil.rmtree(root / BUILD_REPO_DIR, ignore_errors=True)
         (root / BUILD_REPO_SOURCES).unlink(missing_ok=True)
