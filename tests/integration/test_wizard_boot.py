@@ -259,7 +259,22 @@ echo "wizard=$(systemctl is-failed golemwz.service)"
 echo "local=$(findmnt --noheadings --output SOURCE --target "$HOME/.local")"
 echo "saved_link=$(readlink "$HOME/.golemwz.toml")"
 echo "conf_mounted=$(findmnt --noheadings --output TARGET /run/golemwz/conf || true)"
+echo "boot_time=$(systemd-analyze time 2>&1 | head -1)"
+echo "wizard_start_us=$(systemctl show -p ExecMainStartTimestampMonotonic --value golemwz.service)"
+echo "slowest_units=$(systemd-analyze blame --no-pager 2>&1 | head -6 | awk '{{$1=$1}};1' \\
+    | tr '\\n' ';')"
 """
+
+
+def record_boot_time(guest: dict[str, str], which: str) -> None:
+    """Where a boot's time went (issue 12's boot analysis; measurements only): the
+    kernel/initrd/userspace split, when the wizard's first screen came up, the slowest
+    units."""
+    start = guest.get("wizard_start_us", "")
+    MEASUREMENTS[f"{which}: systemd-analyze time"] = guest.get("boot_time", "?")
+    MEASUREMENTS[f"{which}: golemwz started after kernel start"] = \
+        f"{int(start) / 1e6:.1f}s" if start.isdigit() else "?"
+    MEASUREMENTS[f"{which}: slowest units"] = guest.get("slowest_units", "?")
 
 
 def assert_fallback_and_storage(boot: Boot, which: str) -> None:
@@ -300,6 +315,7 @@ def test_first_boot_configuration_grown_storage_and_a_reboot(
     first = boot_until(image, tmp_path / "boot1.log", key, GUEST_STATE)
     MEASUREMENTS["wizard boot 1 (USB, OVMF, TCG, power-on to power-off)"] = \
         f"{first.seconds:.0f}s"
+    record_boot_time(first.guest, "wizard boot 1")
     expect_lines(first, "boot 1", [
         "golemwz: read first-boot configuration golemwz.toml from Golem conf storage",
         "golemwz: terms of use accepted",
