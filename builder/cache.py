@@ -132,7 +132,10 @@ def make_manifest(stage: str, version: int, config: dict[str, Any], files: Itera
                   code: Iterable[Path] = (), resolved: dict[str, str] | None = None) -> Manifest:
     digests = {_file_name(p, [project_root]): file_digest(p) for p in files}
     digests.update({"code:" + _file_name(p, [CODE_ROOT]): file_digest(p) for p in code})
-    return Manifest(stage, version, dict(config), digests, dict(deps), dict(resolved or {}))
+    # As JSON gives it back (tuples as lists): a manifest read from the cache then
+    # compares equal value by value, so `plan` names only what really changed.
+    plain_config = json.loads(canonical_json(config))
+    return Manifest(stage, version, plain_config, digests, dict(deps), dict(resolved or {}))
 
 
 class StageCache:

@@ -119,6 +119,8 @@ def test_changing_a_config_value_reruns_its_readers_and_says_which(fake_project:
     recorder = Recorder()
     plan = make_plan(changed, stages(recorder))
     assert plan.step("first").changes == ("config profile.debian.suite",)
+    # profile.packages (a tuple, a list once read back from the manifest) did not change
+    assert plan.step("second").changes == ("input stage first changed",)
     run(changed, recorder)
     assert recorder.ran == ["first", "second", "third", "final"]
 
