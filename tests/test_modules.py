@@ -56,8 +56,18 @@ Provides: zfs-modules
 """
 
 
+# trixie's non-free: the proprietary module, which gpu-container-node compiles.
+NON_FREE = f"""Package: nvidia-kernel-dkms
+Version: {NV}
+Provides: nvidia-kernel-550.163.01, nvidia-kernel-dkms-any (= 550.163.01)
+Depends: firmware-nvidia-gsp (= 550.163.01) | firmware-nvidia-gsp-550.163.01, \
+nvidia-kernel-support--v1, dkms (>= 3.0.11)
+"""
+
+
 def indexes(headers: str = KVER) -> list[dict[str, list[dict[str, str]]]]:
-    return [parse_index(MAIN.format(headers=headers)), parse_index(CONTRIB)]
+    return [parse_index(MAIN.format(headers=headers)), parse_index(CONTRIB),
+            parse_index(NON_FREE)]
 
 
 @pytest.fixture
@@ -99,7 +109,7 @@ def test_headers_lagging_the_kernel_is_one_error_naming_both_versions(
 def test_a_module_package_missing_from_the_archive_names_the_component(
         config: BuildConfig) -> None:
     with pytest.raises(BuildError, match="nvidia-kernel-dkms .* none of the archive"):
-        resolve_versions(config, MODULES["nvidia"], indexes())
+        resolve_versions(config, MODULES["nvidia"], indexes()[:2])
 
 
 def plan_keys(project: Path, tmp: Path, profile: str, monkeypatch: pytest.MonkeyPatch,
@@ -119,12 +129,12 @@ def test_two_profiles_with_one_kernel_and_driver_share_the_compiled_modules(
         'suite = "stable"\ncomponents = ["main"]\nkeyring = "k.gpg"\n')
     first = plan_keys(fake_project, tmp_path, "gpu-container-node", monkeypatch, indexes())
     other = plan_keys(fake_project, tmp_path, "other-gpu", monkeypatch, indexes())
-    assert first["modules-nvidia-open"] == other["modules-nvidia-open"]
+    assert first["modules-nvidia"] == other["modules-nvidia"]
     assert first["packages"] != other["packages"]
-    newer = parse_index(CONTRIB.replace(NV, "550.163.01-3"))
+    newer = parse_index(NON_FREE.replace(NV, "550.163.01-3"))
     moved = plan_keys(fake_project, tmp_path, "gpu-container-node", monkeypatch,
-                      [indexes()[0], newer])
-    assert moved["modules-nvidia-open"] != first["modules-nvidia-open"]
+                      [*indexes()[:2], newer])
+    assert moved["modules-nvidia"] != first["modules-nvidia"]
     assert moved["packages"] != first["packages"]  # it installs the new package
 
 
@@ -137,9 +147,9 @@ def test_the_stage_reads_no_profile_value(config: BuildConfig) -> None:
 def test_catalog_compiles_before_packages_which_installs_the_result(
         config: BuildConfig, fake_project: Path, tmp_path: Path) -> None:
     names = [s.name for s in stage_list(config)]
-    assert names[:3] == ["bootstrap", "modules-nvidia-open", "packages"]
+    assert names[:3] == ["bootstrap", "modules-nvidia", "packages"]
     packages = stage_list(config)[2]
-    assert packages.depends == ("bootstrap", "modules-nvidia-open")
+    assert packages.depends == ("bootstrap", "modules-nvidia")
     gpu_node = make_config(fake_project, "gpu-node", "1.0", tmp_path / "t", tmp_path / "w")
     assert not [s for s in stage_list(gpu_node) if s.name.startswith("modules")]
 
@@ -307,7 +317,7 @@ def test_extra_repository_sources_with_signed_by(fake_project: Path, tmp_path: P
 
 @pytest.mark.parametrize(("body", "problem"), [
     ('[kernel]\nmodules = ["nvidia-closed"]\n', "kernel.modules: 'nvidia-closed' is not one"),
-    ('[kernel]\nmodules = ["nvidia"]\n',
+    ('[kernel]\nmodules = ["nvidia-open"]\n',
      "kernel.modules: 'nvidia' and 'nvidia-open' exclude each other"),
     ('[extra_apt]\nurl = "http://x.org/r"\n', "extra_apt.suite: must be set when"),
     ('[extra_apt]\nurl = "http://x.org/r"\nsuite = "s"\nkeyring = "k"\n',
@@ -323,7 +333,7 @@ def test_bad_module_and_extra_repository_settings(fake_project: Path, body: str,
 
 def test_gpu_container_node_profile(project_root: Path) -> None:
     profile = load_profile(project_root, "gpu-container-node")
-    assert profile.kernel_modules == ("nvidia-open",)
+    assert profile.kernel_modules == ("nvidia",)
     assert {"podman", "crun", "nvidia-smi", "nvidia-modprobe"} <= set(profile.packages)
     assert not [p for p in profile.packages if "dkms" in p or p.startswith(("gcc", "linux-h"))]
     assert profile.extra_apt.url == "" and profile.extra_apt.packages == (
