@@ -105,12 +105,13 @@ def mirror_overrides(profile: Profile, mirror: str | None,
                      security_mirror: str | None) -> Profile:
     """The profile with its Debian mirrors replaced (e.g. by snapshot.debian.org URLs
     to rebuild an older release), each checked as the profile's own setting is."""
-    given = {"debian.mirror": ("--debian-mirror", mirror),
-             "debian.security_mirror": ("--security-mirror", security_mirror)}
+    validators = {setting.key: setting.validate for setting in SETTINGS}
+    given = (("debian.mirror", "--debian-mirror", mirror),
+             ("debian.security_mirror", "--security-mirror", security_mirror))
     errors = []
-    for setting in SETTINGS:
-        flag, value = given.get(setting.key, ("", None))
-        problem = setting.validate(value) if value is not None and setting.validate else None
+    for key, flag, value in given:
+        validate = validators[key]
+        problem = validate(value) if value is not None and validate else None
         if problem:
             errors.append(f"{flag}: {problem}")
     if errors:
