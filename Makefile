@@ -69,7 +69,7 @@ write: venv
 	$(GOLEM_LIVE) write $(IMAGE) $(DEVICE)
 
 # This project beside Debian's live-build, written to docs/benchmarks.md (takes long).
-BENCH_ARGS ?= --profile gpu-node --repeats 3
+BENCH_ARGS ?= --profile gpu-node --repeats 3 --live-build-repeats 1
 bench: venv
 	DEBIAN_FRONTEND=noninteractive apt-get install --yes --no-install-recommends live-build
 	$(VENV)/bin/python -m bench.run $(BENCH_ARGS)

@@ -19,13 +19,15 @@ import platform
 import shutil
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
-from bench.report import SCENARIOS, Tool, render, stage_times
+from bench.boot import boot_to_wizard, render_boot
+from bench.report import SCENARIOS, Tool, own_seconds, render, stage_times
 from builder.cache import CODE_ROOT, remove_tree
 from builder.config import default_source_date_epoch
 from builder.errors import BuildError
+from builder.mounts import attach_loop
 from builder.profile import load_profile
 from builder.runner import Runner, SubprocessRunner
 from stages.overlay import overlay_files
@@ -45,15 +47,25 @@ class Bench:
         self.logs.mkdir(parents=True, exist_ok=True)
         self.count = 0
 
-    def timed(self, label: str, argv: list[str], cwd: Path | None = None) -> tuple[float, str]:
-        """Run one command, return (wall seconds, its output)."""
+    def log(self, label: str) -> Path:
         self.count += 1
         log = self.logs / f"{self.count:02d}-{label}.log"
         log.unlink(missing_ok=True)
-        with contextlib.ExitStack() as held:
-            if self.lock is not None:  # one heavy command at a time; the wait is not timed
-                handle = held.enter_context(open(self.lock, "a"))
+        return log
+
+    @contextlib.contextmanager
+    def held(self) -> Iterator[None]:
+        """The machine to ourselves: one heavy command at a time; the wait is not timed."""
+        with contextlib.ExitStack() as stack:
+            if self.lock is not None:
+                handle = stack.enter_context(open(self.lock, "a"))
                 fcntl.flock(handle, fcntl.LOCK_EX)
+            yield
+
+    def timed(self, label: str, argv: list[str], cwd: Path | None = None) -> tuple[float, str]:
+        """Run one command, return (wall seconds, its output)."""
+        log = self.log(label)
+        with self.held():
             started = time.monotonic()
             self.runner(log).run(argv, cwd=cwd)
             seconds = time.monotonic() - started
@@ -78,6 +90,7 @@ class Ours:
                      "--source-date-epoch", str(default_source_date_epoch(CODE_ROOT))]
         self.tool.commands = [" ".join(self.argv)]
         self.stages: dict[str, dict[str, float | None]] = {}
+        self.image = self.work / "golem-gpu-live-bench.img"
 
     def prepare(self, scenario: str) -> None:
         if scenario == "cold-empty":
@@ -95,9 +108,38 @@ class Ours:
     def run(self, scenario: str) -> None:
         seconds, output = self.bench.timed(f"ours-{scenario}", self.argv)
         self.tool.add(scenario, seconds)
+        own = own_seconds(output)
+        if own is not None:
+            self.tool.own.setdefault(scenario, []).append(own)
         self.stages[scenario] = stage_times(output)
         iso = self.work / "golem-gpu-live-bench.iso"
         self.tool.iso_bytes = iso.stat().st_size if iso.exists() else None
+
+    def write_to_stick(self) -> list[str]:
+        """`golem-live write` of the USB image onto a loop device (a stick of its size),
+        with its read-back verification; and how small the image file is."""
+        image = self.image.stat()
+        stick = self.bench.base / "stick.img"
+        with contextlib.ExitStack() as stack:
+            stack.callback(stick.unlink, missing_ok=True)
+            with open(stick, "wb") as handle:
+                handle.truncate(image.st_size)
+            device = attach_loop(stack, self.bench.runner(self.bench.log("loop")), stick)
+            argv = [sys.executable, "-m", "golem_live.cli", "write", str(self.image), device,
+                    "--yes"]
+            seconds, _ = self.bench.timed("ours-write", argv)
+        return ["", "## Writing the USB image to a stick", "",
+                f"`golem-live write IMG DEVICE --yes` onto a loop device, reading it back "
+                f"to verify: {seconds:.1f} s. The image file: "
+                f"{image.st_size / 2**20:.0f} MiB apparent, "
+                f"{image.st_blocks * 512 / 2**20:.0f} MiB allocated."]
+
+    def boot(self) -> list[str]:
+        temp = self.bench.base / "boot"
+        remove_tree(temp)
+        with self.bench.held():
+            rows = boot_to_wizard(self.image, temp)
+        return render_boot(rows, temp / "boot.log")
 
 
 class LiveBuild:
@@ -171,21 +213,25 @@ def machine() -> str:
     return f"{os.cpu_count()} cores ({model or platform.machine()}), {platform.platform()}"
 
 
-Steps = list[tuple[Callable[[str], None], Callable[[str], None]]]
+# (how many runs of each scenario, prepare, run) per tool
+Steps = list[tuple[int, Callable[[str], None], Callable[[str], None]]]
 
 
-def repeat(repeats: int, tools: Steps) -> None:
-    for _ in range(repeats):
+def repeat(tools: Steps) -> None:
+    for turn in range(max((runs for runs, _, _ in tools), default=0)):
         for key, _words in SCENARIOS:
-            for prepare, run in tools:
-                prepare(key)
-                run(key)
+            for runs, prepare, run in tools:
+                if turn < runs:
+                    prepare(key)
+                    run(key)
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--profile", default="gpu-node")
     parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--live-build-repeats", type=int, default=None,
+                        help="runs of each scenario for live-build (default: --repeats)")
     parser.add_argument("--dir", type=Path, default=Path("/var/tmp/golem-bench"))
     parser.add_argument("--output", type=Path, default=CODE_ROOT / "docs/benchmarks.md")
     parser.add_argument("--skip-live-build", action="store_true")
@@ -196,19 +242,22 @@ def main() -> int:
         bench = Bench(args.dir, args.profile, args.lock)
         ours = Ours(bench, args.profile)
         theirs = LiveBuild(bench)
-        tools: Steps = [(ours.prepare, ours.run)]
+        ours.tool.repeats = args.repeats
+        tools: Steps = [(args.repeats, ours.prepare, ours.run)]
         if not args.skip_live_build:
             if shutil.which("lb") is None:
                 raise BuildError("live-build is not installed",
                                  "apt-get install live-build (make bench does)")
             theirs.configure()
-            tools.append((theirs.prepare, theirs.run))
-        repeat(args.repeats, tools)
+            theirs.tool.repeats = args.live_build_repeats or args.repeats
+            tools.append((theirs.tool.repeats, theirs.prepare, theirs.run))
+        repeat(tools)
+        extra = ours.write_to_stick() + ours.boot()
     except BuildError as err:
         print(f"error: {err.line()}", file=sys.stderr)
         return 2
     date = datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC")
-    text = render(ours.tool, theirs.tool, ours.stages, machine(), date, args.repeats)
+    text = render(ours.tool, theirs.tool, ours.stages, machine(), date, extra)
     args.output.parent.mkdir(parents=True, exist_ok=True)
     args.output.write_text(text)
     print(text)

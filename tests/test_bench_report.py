@@ -4,8 +4,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from bench.report import Tool, render, stage_times
-from bench.run import EDITED, Bench, LiveBuild
+import pytest
+
+from bench.boot import FIRST_SCREEN, MILESTONES, render_boot, watch_boot
+from bench.report import Tool, own_seconds, render, render_targets, stage_times
+from bench.run import EDITED, Bench, LiveBuild, Ours, repeat
 from tests.fakes import RecordingRunner
 
 OUTPUT = """\
@@ -34,13 +37,111 @@ def test_the_report_has_medians_ratios_and_the_stage_table() -> None:
     theirs.add("edit", 100.0)
     ours.iso_bytes, theirs.iso_bytes = 264 * 2**20, 528 * 2**20
     ours.commands = ["golem-live build --profile gpu-node"]
-    text = render(ours, theirs, {"edit": stage_times(OUTPUT)}, "2 cores", "2026-12-03", 3)
+    ours.repeats, theirs.repeats = 3, 1
+    text = render(ours, theirs, {"edit": stage_times(OUTPUT)}, "2 cores", "2026-12-03",
+                  ["", "## Writing the USB image to a stick"])
+    assert "runs per scenario: golem-gpu-live 3, live-build 1" in text
     assert "| rebuild after editing one overlay file | 2.0 s | 100.0 s | 0.020 |" in text
     assert "| no-op rebuild | - | - | - |" in text  # not measured: no invented number
     assert "| ISO size | 264 MiB | 528 MiB | 0.500 |" in text
     assert "| overlay | 0.9 s |" in text and "| bootstrap | cached |" in text
     assert "golem-live build --profile gpu-node" in text
     assert text.startswith("# Benchmarks\n")
+    assert text.index("## Writing the USB image") < text.index("## Commands")
+
+
+def test_each_target_is_judged_from_the_medians() -> None:
+    ours, theirs = Tool("golem-gpu-live"), Tool("live-build")
+    for scenario, seconds in (("edit", 4.0), ("noop", 0.45), ("cold-warm", 100.0)):
+        ours.add(scenario, seconds)
+    own = own_seconds("  usb  cached\nbuild finished in 0.0s: 0 of 8 stages ran\n")
+    assert own == 0.0 and own_seconds("error: no build") is None
+    ours.own["noop"] = [own]
+    theirs.add("edit", 60.0)  # ours 4 s is more than 1/20 of it
+    theirs.add("cold-warm", 500.0)
+    rows = dict(line.split(" | ", 1) for line in render_targets(ours, theirs)[5:])
+    assert rows["| rebuild after one overlay edit: at most 5 s"] == "4.0 s | met |"
+    assert rows["| ... and at most 1/20 of live-build's"] == "0.067 | MISSED |"
+    noop = next(value for key, value in rows.items() if key.startswith("| no-op"))
+    assert noop == "0.0 s | met |"
+    assert "end to end with Python's start-up 0.5 s" in next(
+        key for key in rows if key.startswith("| no-op"))
+    cold = next(value for key, value in rows.items() if key.startswith("| cold build"))
+    assert cold == "0.200 | met |"
+    assert all(line.endswith("not measured |")
+               for line in render_targets(Tool("a"), Tool("b"))[5:])
+
+
+def test_live_build_can_run_fewer_times_than_ours() -> None:
+    calls: list[tuple[str, str]] = []
+    repeat([(2, lambda key: calls.append(("ours-prepare", key)),
+             lambda key: calls.append(("ours", key))),
+            (1, lambda key: None, lambda key: calls.append(("lb", key)))])
+    assert [key for tool, key in calls if tool == "ours"] == \
+        ["cold-empty", "cold-warm", "edit", "noop"] * 2
+    assert [key for tool, key in calls if tool == "lb"] == ["cold-empty", "cold-warm", "edit",
+                                                          "noop"]
+    assert calls.index(("lb", "noop")) < calls.index(("ours", "cold-empty"), 2)
+
+
+class FakeBoot:
+    """The serial console of a boot, one more line per poll, and a screen."""
+
+    def __init__(self, lines: list[str], screen: str) -> None:
+        self.lines, self.shown, self.screen, self.now = lines, 0, screen, 0.0
+
+    def clock(self) -> float:
+        return self.now
+
+    def drain(self, seconds: float) -> str:
+        self.now += 10.0
+        self.shown += 1
+        return "exited" if self.shown > len(self.lines) + 1 else "timeout"
+
+    def serial_text(self) -> str:
+        return "\n".join(self.lines[:self.shown])
+
+    def wait_screen(self, name: str, phrases: list[str], timeout: float) -> str:
+        self.now += 7.0
+        return self.screen
+
+
+def test_the_boot_is_timed_at_each_milestone_and_at_the_first_screen() -> None:
+    lines = [f"[ 1.0] {marker} ..." for _, marker in MILESTONES]
+    fake = FakeBoot(lines[:2] + ["noise"] + lines[2:], f"x {FIRST_SCREEN[1]} y")
+    rows = watch_boot(fake, 900.0, clock=fake.clock)  # type: ignore[arg-type]
+    assert [at for _, at in rows] == [10.0, 20.0, 40.0, 50.0, 60.0, 67.0]
+    table = render_boot(rows, Path("/b/boot.log"))
+    assert "| firmware, shim and GRUB | 10.0 | 10.0 s |" in table
+    assert "| initramfs: live-boot finds the stick, mounts the squashfs layers | 20.0 | " \
+        "40.0 s |" in table
+    assert f"| {FIRST_SCREEN[0]} | 7.0 | 67.0 s |" in table
+
+
+def test_a_boot_that_never_reaches_the_wizard_reports_what_it_saw() -> None:
+    fake = FakeBoot([f"{MILESTONES[0][1]}"], "no wizard here")
+    rows = watch_boot(fake, 900.0, clock=fake.clock)  # type: ignore[arg-type]
+    assert rows[0][1] == 10.0 and all(at is None for _, at in rows[1:])
+    assert "| kernel until the initramfs runs | - | - |" in render_boot(rows, Path("/b"))
+
+
+def test_the_stick_is_a_loop_device_detached_after_the_write(tmp_path: Path,
+                                                              monkeypatch: pytest.MonkeyPatch
+                                                              ) -> None:
+    runner = RecordingRunner(responses={("losetup", "--find"): (0, "/dev/loop7\n")})
+    bench = Bench(tmp_path, "gpu-node", runner=lambda log: runner)
+    ours = Ours(bench, "gpu-node")
+    ours.image.parent.mkdir(parents=True)
+    with open(ours.image, "wb") as handle:
+        handle.truncate(64 * 2**20)
+    lines = ours.write_to_stick()
+    argvs = runner.argvs
+    assert argvs[0][:3] == ("losetup", "--find", "--show")
+    assert argvs[1][-3:] == (str(ours.image), "/dev/loop7", "--yes")
+    assert argvs[1][1:4] == ("-m", "golem_live.cli", "write")
+    assert argvs[2] == ("losetup", "--detach", "/dev/loop7")
+    assert not (tmp_path / "stick.img").exists()
+    assert "64 MiB apparent, 0 MiB allocated" in lines[-1]
 
 
 def test_live_build_gets_the_profile_s_suite_packages_and_overlay(tmp_path: Path) -> None:
