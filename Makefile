@@ -84,7 +84,7 @@ unit: venv
 
 # Everything, including a full gpu-node build from Debian's archive and QEMU boots.
 test: lint
-	$(VENV)/bin/python -m pytest -ra $(PYTEST_ARGS)
+	$(VENV)/bin/python -m pytest -ra --durations=30 $(PYTEST_ARGS)
 
 sweep: venv
 	$(GOLEM_LIVE) clean --sweep --tmp-dir $(TMP_DIR) --work-dir $(WORK_DIR)
