@@ -72,10 +72,10 @@ class ProfileBoot:
 
 
 def boot_with_first_boot(built: BuiltImage, tmp_path: Path, profile: str, settings: str,
-                         guest_script: str) -> ProfileBoot:
+                         guest_script: str, extra_args: tuple[str, ...] = ()) -> ProfileBoot:
     """Boot a copy of the stick with `settings` + this test's SSH key as golemwz.toml,
     run SYSTEM_STATE and `guest_script` over SSH; assert the system is running with
-    no failed unit."""
+    no failed unit. `extra_args` go to QEMU (a second disk)."""
     key = tmp_path / "id_ed25519"
     run("ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", f"{profile}-test", "-f", str(key))
     image = tmp_path / "stick.img"
@@ -86,7 +86,8 @@ def boot_with_first_boot(built: BuiltImage, tmp_path: Path, profile: str, settin
     run("mcopy", "-i", fat(image, read_table(image)), str(first_boot), "::golemwz.toml",
         env=MTOOLS_ENV)
     options = BootOptions(image=image, media="usb", firmware="uefi", timeout=BOOT_TIMEOUT,
-                          log_path=tmp_path / "boot.log", memory_mib=3072)
+                          log_path=tmp_path / "boot.log", memory_mib=3072,
+                          extra_args=extra_args)
     started = time.monotonic()
     with tempfile.TemporaryDirectory(prefix=f"{profile}-boot-") as temp, \
             booted(options, Path(temp), tmp_path, ssh_port=free_port(), ssh_key=key) as session:

@@ -11,11 +11,13 @@ its argv is tested in tests/wizard/test_profile_iluvatar.py.
 
 from __future__ import annotations
 
+import fnmatch
+import re
 from pathlib import Path
 
 import pytest
 
-from tests.conftest import BuiltImage
+from tests.conftest import BuiltImage, golem_live
 from tests.integration.profile_images import (
     boot_with_first_boot,
     build_profile,
@@ -26,6 +28,7 @@ from tests.integration.profile_images import (
 pytestmark = pytest.mark.root
 
 PROFILE = "iluvatar-worker"
+KERNEL_GLOB = "*-amd64"  # the generated package: NAME-modules-KERNEL_RELEASE
 
 
 @pytest.fixture(scope="session")
@@ -56,16 +59,44 @@ def test_image_has_the_worker_host_of_reference_001(iluvatar_image: BuiltImage) 
             "net-tools", "sysstat", "jq", "zfsutils-linux", "nvidia-smi",
             "nvidia-persistenced", "nvidia-modprobe"} <= installed
     assert not installed & {"dkms", "gcc", "make", "nvidia-kernel-dkms", "zfs-dkms"}
+    compiled = {name for name in installed if fnmatch.fnmatch(name, f"*-modules-{KERNEL_GLOB}")}
+    assert {name.split("-modules-")[0] for name in compiled} == {"nvidia", "zfs"}, installed
+    assert {"nvidia-kernel-support", "firmware-nvidia-gsp"} <= installed
 
 
+def test_a_second_build_reuses_the_compiled_modules(iluvatar_image: BuiltImage) -> None:
+    again = golem_live("build", "--profile", PROFILE, "--version", "again", "--tmp-dir",
+                       str(iluvatar_image.tmp_dir), "--work-dir",
+                       str(iluvatar_image.work_dir / "again"))
+    assert again.returncode == 0, again.stderr[-3000:]
+    for module in ("nvidia", "zfs"):
+        assert re.search(rf"\[modules-{module}\] cached \(", again.stderr), again.stderr
+        assert f"[modules-{module}] running" not in again.stderr
+    assert "dkms" not in again.stderr
+
+
+# The second virtual disk the first-boot TOML names for the pool (virtio serial "zfs").
+ZFS_DISK_SERIAL = "zfs"
+FIRST_BOOT = f"""non_interactive_install = true
+[profile]
+zfs_pool = "device"
+zfs_device = "by-id/virtio-{ZFS_DISK_SERIAL}"
+"""
 GUEST = """
+echo "nvidia_module=$(/usr/sbin/modinfo -F version nvidia)"
+echo "zfs_module=$(/usr/sbin/modinfo -F version zfs)"
+echo "kernel=$(uname -r)"
+echo "nvidia_path=$(/usr/sbin/modinfo -F filename nvidia)"
+echo "pools=$(sudo /usr/sbin/zpool list -H -o name,health | tr '\\t' ' ')"
+echo "dataset=$(sudo /usr/sbin/zfs get -H -o value mounted,mountpoint ilu-pool/containerd | xargs)"
+echo "snapshotter=$(sudo ctr plugins ls | awk '$2 == "zfs" {print $NF}')"
 echo "containerd=$(systemctl is-active containerd.service)"
 echo "ctr=$(sudo ctr version >/dev/null && echo ok)"
 echo "cni=$(ls /opt/cni/bin/bridge /usr/lib/cni/host-local | wc -l)"
 echo "nofile=$(ulimit -Hn)"
 echo "service_nofile=$(systemctl show -p DefaultLimitNOFILE --value)"
 echo "persistenced=$(systemctl is-active nvidia-persistenced.service)"
-echo "zfs_module=$(systemctl is-active zfs-load-module.service)"
+echo "zfs_loader=$(systemctl is-active zfs-load-module.service)"
 echo "tools=$(PATH=$PATH:/usr/sbin command -v nvidia-smi zpool jq brctl sar | wc -l)"
 """
 
@@ -73,15 +104,28 @@ echo "tools=$(PATH=$PATH:/usr/sbin command -v nvidia-smi zpool jq brctl sar | wc
 @pytest.mark.boot
 def test_boot_runs_containerd_with_cni_and_the_limits(
         iluvatar_image: BuiltImage, tmp_path: Path) -> None:
-    boot = boot_with_first_boot(iluvatar_image, tmp_path, PROFILE,
-                                "non_interactive_install = true\n", GUEST)
+    disk = tmp_path / "zfs-disk.img"
+    with open(disk, "wb") as handle:
+        handle.truncate(1 << 30)
+    boot = boot_with_first_boot(
+        iluvatar_image, tmp_path, PROFILE, FIRST_BOOT, GUEST,
+        extra_args=("-drive", f"if=none,id=zfsdisk,format=raw,file={disk}", "-device",
+                    f"virtio-blk-pci,drive=zfsdisk,serial={ZFS_DISK_SERIAL}"))
     guest = boot.guest
     assert guest.get("containerd") == "active" and guest.get("ctr") == "ok", guest
     assert guest.get("cni") == "2", guest
     assert guest.get("nofile") == "1000000", guest
     assert guest.get("service_nofile") == "1000000", guest
-    # No GPU, no zfs module: skipped by their conditions, not failed.
+    # No GPU: skipped by its condition, not failed; the module is there all the same.
     assert guest.get("persistenced") == "inactive", guest
-    assert guest.get("zfs_module") == "inactive", guest
+    assert guest.get("nvidia_module", "").startswith("550."), guest
+    assert f"/lib/modules/{guest.get('kernel')}/updates/" in guest.get("nvidia_path", ""), guest
+    assert guest.get("zfs_module", "").startswith("2.3."), guest
+    assert guest.get("zfs_loader") == "active", guest
     assert guest.get("tools") == "5", guest
-    assert "golemwz: no ZFS pool (zfs_pool is not set)" in boot.console
+    # The pool on the second disk, the dataset at the snapshotter's directory, and
+    # containerd restarted after it: its zfs snapshotter loaded (not "skip").
+    assert guest.get("pools") == "ilu-pool ONLINE", guest
+    assert guest.get("dataset") == \
+        "yes /var/lib/containerd/io.containerd.snapshotter.v1.zfs", guest
+    assert guest.get("snapshotter") == "ok", guest
