@@ -36,7 +36,7 @@ from apt_repo.archive_state import (
     http_fetch,
     sources_of,
 )
-from apt_repo.lock import SNAPSHOT_APT_CONF, SNAPSHOT_APT_SETTINGS
+from apt_repo.lock import SNAPSHOT_APT_CONF, SNAPSHOT_APT_SETTINGS, read_package_lock
 from apt_repo.sources import DEBIAN_KEYRING, deb822
 from builder.chroot import POLICY_RC_D, Chroot
 from builder.config import BuildConfig
@@ -111,19 +111,49 @@ def kernel_release(meta: dict[str, str], meta_name: str) -> str:
                      "set a kernel metapackage such as linux-image-amd64 in packages.install")
 
 
+def exact(indexes: list[dict[str, list[dict[str, str]]]], package: str,
+          version: str) -> dict[str, str] | None:
+    for index in indexes:
+        for stanza in index.get(package, []):
+            if stanza["Version"] == version:
+                return stanza
+    return None
+
+
+def chosen(indexes: list[dict[str, list[dict[str, str]]]], package: str,
+           locked: dict[str, str]) -> dict[str, str] | None:
+    """The archive's newest stanza of `package`, or the lock's version of it when the
+    build is pinned to a lock that lists it (a BuildError when the indexes lack it)."""
+    version = locked.get(package)
+    if version is None:
+        return newest(indexes, package)
+    found = exact(indexes, package, version)
+    if found is not None:
+        return found
+    raise BuildError(f"{package} {version} (from the packages lock) is in none of the "
+                     "archive's indexes",
+                     "pin the mirror too: --debian-mirror with a snapshot.debian.org URL "
+                     "of the lock's date")
+
+
 def resolve_versions(config: BuildConfig, spec: ModuleSpec,
-                     indexes: list[dict[str, list[dict[str, str]]]]) -> dict[str, str]:
-    """The key of modules-NAME: kernel and module package versions, nothing else."""
+                     indexes: list[dict[str, list[dict[str, str]]]],
+                     locked: dict[str, str] | None = None) -> dict[str, str]:
+    """The key of modules-NAME: kernel and module package versions, nothing else. A
+    pinned build (`locked`: the lock's versions) takes the kernel the packages stage
+    will install from the lock, and the module version its compiled package had."""
+    locked = locked or {}
     kernel_meta = next((p for p in config.profile.packages if p.startswith("linux-image-")),
                        DEFAULT_KERNEL)
-    meta = newest(indexes, kernel_meta)
+    meta = chosen(indexes, kernel_meta, locked)
     if meta is None:
         raise BuildError(f"{kernel_meta} is in none of the archive's indexes",
                          "check debian.suite and debian.components")
     release = kernel_release(meta, kernel_meta)
-    image = newest(indexes, f"linux-image-{release}")
+    image = chosen(indexes, f"linux-image-{release}", locked)
     kernel_version = image["Version"] if image else meta["Version"]
-    headers = newest(indexes, f"linux-headers-{release}")
+    headers = exact(indexes, f"linux-headers-{release}", kernel_version) or \
+        newest(indexes, f"linux-headers-{release}")
     mismatch = {}
     if headers is None or headers["Version"] != kernel_version:
         # Not raised here: a failed look-up falls back to the last build's versions, which
@@ -134,7 +164,10 @@ def resolve_versions(config: BuildConfig, spec: ModuleSpec,
             f"linux-headers-{release} is {found} in the archive but the image gets "
             f"linux-image-{release} {kernel_version}; the {spec.name} module must be "
             "compiled against its kernel's exact headers")}
-    module = newest(indexes, spec.package)
+    # The DKMS package is not in the image, so not in the lock: its compiled package is.
+    module_locked = locked.get(module_package_name(spec, release))
+    module = chosen(indexes, spec.package,
+                    {spec.package: module_locked} if module_locked else {})
     if module is None:
         raise BuildError(f"{spec.package} (kernel.modules {spec.name!r}) is in none of the "
                          "archive's indexes",
@@ -294,7 +327,9 @@ class ModulesStage(Stage):
     config_keys = ()
 
     def resolved_inputs(self, config: BuildConfig) -> dict[str, str]:
-        return resolve_versions(config, self.spec, load_indexes(config))
+        locked = read_package_lock(config.packages_lock).versions() \
+            if config.packages_lock else None
+        return resolve_versions(config, self.spec, load_indexes(config), locked)
 
     def run(self, ctx: StageContext) -> None:
         spec = self.spec

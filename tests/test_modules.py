@@ -112,6 +112,55 @@ def test_a_module_package_missing_from_the_archive_names_the_component(
         resolve_versions(config, MODULES["nvidia"], indexes()[:2])
 
 
+OLD_KREL, OLD_KVER, OLD_NV = "6.12.107+deb13-amd64", "6.12.107-1", "550.163.01-1"
+OLDER = f"""Package: linux-image-amd64
+Version: {OLD_KVER}
+Depends: linux-image-{OLD_KREL} (= {OLD_KVER})
+
+Package: linux-image-{OLD_KREL}
+Version: {OLD_KVER}
+
+Package: linux-headers-{OLD_KREL}
+Version: {OLD_KVER}
+
+Package: nvidia-kernel-dkms
+Version: {OLD_NV}
+"""
+
+
+def test_a_pinned_build_compiles_for_the_locked_kernel_and_driver(
+        config: BuildConfig) -> None:
+    # A snapshot mirror can list older and newer versions: the lock decides, as it does
+    # for the packages stage (which installs linux-image-amd64 at the locked version).
+    found = [*indexes(), parse_index(OLDER)]
+    locked = {"linux-image-amd64": OLD_KVER, f"linux-image-{OLD_KREL}": OLD_KVER,
+              f"nvidia-modules-{OLD_KREL}": OLD_NV, "bash": "5.2.37-2"}
+    assert resolve_versions(config, MODULES["nvidia"], found, locked) == {
+        "kernel-release": OLD_KREL, "kernel-version": OLD_KVER,
+        "module-package": "nvidia-kernel-dkms", "module-version": OLD_NV}
+    # A lock from a build without this module: the archive's newest driver.
+    assert resolve_versions(config, MODULES["nvidia"], found, {
+        "linux-image-amd64": OLD_KVER})["module-version"] == NV
+    # Unpinned, as before: the newest of everything.
+    assert resolve_versions(config, MODULES["nvidia"], found)["kernel-version"] == KVER
+    with pytest.raises(BuildError) as err:
+        resolve_versions(config, MODULES["nvidia"], indexes(), locked)
+    assert err.value.problem == (f"linux-image-amd64 {OLD_KVER} (from the packages lock) is "
+                                 "in none of the archive's indexes")
+    assert "snapshot.debian.org" in err.value.fix
+
+
+def test_the_stage_reads_the_build_s_packages_lock(fake_project: Path, tmp_path: Path,
+                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    lock = tmp_path / "golem-gpu-live-1.0.packages.lock"
+    lock.write_text(f"linux-image-amd64 {OLD_KVER} -\nlinux-image-{OLD_KREL} {OLD_KVER} -\n")
+    monkeypatch.setattr(stages.modules, "load_indexes",
+                        lambda config: [*indexes(), parse_index(OLDER)])
+    pinned = make_config(fake_project, "gpu-container-node", "1.0", tmp_path / "tmp",
+                         tmp_path / "work", packages_lock=lock)
+    assert modules_stage("nvidia").resolved_inputs(pinned)["kernel-release"] == OLD_KREL
+
+
 def plan_keys(project: Path, tmp: Path, profile: str, monkeypatch: pytest.MonkeyPatch,
               found: list[dict[str, list[dict[str, str]]]]) -> dict[str, str]:
     monkeypatch.setattr(stages.modules, "load_indexes", lambda config: found)
