@@ -31,17 +31,18 @@ from tests.fakes import RecordingRunner
 KREL = "6.12.118+deb13-amd64"
 KVER = "6.12.118-1"
 NV = "550.163.01-2"
+
+
+def kernel_stanzas(release: str, version: str, headers: str) -> str:
+    """The kernel metapackage, image and headers as in trixie's indexes (security main)."""
+    return (f"Package: linux-image-amd64\nVersion: {version}\n"
+            f"Depends: linux-image-{release} (= {version})\n\n"
+            f"Package: linux-image-{release}\nVersion: {version}\n\n"
+            f"Package: linux-headers-{release}\nVersion: {headers}\n")
+
+
 # Stanzas as in trixie's indexes (security main, contrib).
-MAIN = f"""Package: linux-image-amd64
-Version: {KVER}
-Depends: linux-image-{KREL} (= {KVER})
-
-Package: linux-image-{KREL}
-Version: {KVER}
-
-Package: linux-headers-{KREL}
-Version: {{headers}}
-"""
+MAIN = kernel_stanzas(KREL, KVER, "{headers}")
 CONTRIB = f"""Package: nvidia-open-kernel-dkms
 Version: {NV}
 Provides: nvidia-open-kernel-550.163.01, nvidia-open-kernel-dkms-any (= 550.163.01)
@@ -113,19 +114,8 @@ def test_a_module_package_missing_from_the_archive_names_the_component(
 
 
 OLD_KREL, OLD_KVER, OLD_NV = "6.12.107+deb13-amd64", "6.12.107-1", "550.163.01-1"
-OLDER = f"""Package: linux-image-amd64
-Version: {OLD_KVER}
-Depends: linux-image-{OLD_KREL} (= {OLD_KVER})
-
-Package: linux-image-{OLD_KREL}
-Version: {OLD_KVER}
-
-Package: linux-headers-{OLD_KREL}
-Version: {OLD_KVER}
-
-Package: nvidia-kernel-dkms
-Version: {OLD_NV}
-"""
+OLDER = kernel_stanzas(OLD_KREL, OLD_KVER, OLD_KVER) + \
+    f"\nPackage: nvidia-kernel-dkms\nVersion: {OLD_NV}\n"
 
 
 def test_a_pinned_build_compiles_for_the_locked_kernel_and_driver(
