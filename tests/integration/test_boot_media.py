@@ -12,11 +12,15 @@ The media are the pipeline's gpu-node build (tests/conftest.py), or, with
 (vmlinuz, initrd.img with live-boot, filesystem.squashfs).
 The boots are independent, so the module boots what its selected tests need up front,
 one QEMU per host core (boot_test/parallel.py), and each test checks its own boot.
+One stick is written as a person following the README would: `bmaptool copy` of the
+release's block map onto a (loop) block device, booted from that device.
 """
 
 from __future__ import annotations
 
 import re
+from collections.abc import Iterator
+from contextlib import ExitStack
 from pathlib import Path
 from typing import NamedTuple
 
@@ -35,6 +39,9 @@ from boot_test.qemu import (
     select_menu_entry,
     strip_ansi,
 )
+from builder.mounts import attach_loop
+from builder.runner import SubprocessRunner
+from release.artifacts import block_map
 from tests.conftest import MEASUREMENTS
 from tests.integration.test_bootmedia_tools import build_boot_media
 
@@ -67,6 +74,29 @@ def boot_media(request: pytest.FixtureRequest,
             f"{image.stat().st_size / 2**20:.0f} MiB apparent, "
             f"{image.stat().st_blocks * 512 / 2**20:.0f} MiB allocated")
     return images
+
+
+BMAPTOOL_STICK = "usb-written-by-bmaptool"
+
+
+@pytest.fixture(scope="module")
+def bmaptool_stick(boot_media: dict[str, Path], tmp_path_factory: pytest.TempPathFactory
+                   ) -> Iterator[Path]:
+    """A loop device the USB image was written to with `bmaptool copy` and the release's
+    block map (release.artifacts.block_map): only the mapped blocks reach the device."""
+    work = tmp_path_factory.mktemp("bmaptool-stick")
+    runner = SubprocessRunner(work / "commands.log")
+    image = boot_media["usb"]
+    bmap = block_map(runner, image, work)
+    backing = work / "stick.raw"
+    with open(backing, "wb") as handle:  # a used stick: old bytes where the map has none
+        handle.truncate(image.stat().st_size)
+        handle.seek(image.stat().st_size // 2)
+        handle.write(b"old data " * 4096)
+    with ExitStack() as stack:
+        device = Path(attach_loop(stack, runner, backing))
+        runner.run(["bmaptool", "copy", "--bmap", str(bmap), str(image), str(device)])
+        yield device
 
 
 @pytest.fixture(scope="session")
@@ -104,6 +134,7 @@ BOOTS: dict[str, BootCase] = {
     **{f"iso-as-usb-{firmware}": BootCase("iso", "usb", firmware) for firmware in FIRMWARES},
     **{f"{media}-secure-boot": BootCase(media, media, "uefi", secure_boot=True)
        for media in MEDIA},
+    BMAPTOOL_STICK: BootCase(BMAPTOOL_STICK, "usb", "bios"),
 }
 
 
@@ -113,6 +144,7 @@ BOOT_OF_TEST = {
     "test_no_autostart_entry_passes_skip_autostart": "usb-bios-no-autostart",
     "test_iso_boots_from_a_stick": "iso-as-usb-{firmware}",
     "test_boots_with_secure_boot_enforced": "{media}-secure-boot",
+    "test_a_stick_written_by_bmaptool_boots": BMAPTOOL_STICK,
 }
 
 
@@ -130,7 +162,10 @@ def boots(request: pytest.FixtureRequest, boot_media: dict[str, Path],
     wanted = sorted({boot_name(item) for item in request.session.items
                      if getattr(item, "module", None) is request.module})
     logs = tmp_path_factory.mktemp("boot-media-logs")
-    jobs = {name: BootOptions(boot_media[case.image], media=case.media,
+    media = dict(boot_media)
+    if BMAPTOOL_STICK in wanted:
+        media[BMAPTOOL_STICK] = request.getfixturevalue("bmaptool_stick")
+    jobs = {name: BootOptions(media[case.image], media=case.media,
                               firmware=case.firmware, secure_boot=case.secure_boot,
                               actions=case.actions, timeout=BOOT_TIMEOUT,
                               expect=LOGIN_PROMPT, log_path=logs / f"{name}.log")
@@ -186,3 +221,8 @@ def test_boots_with_secure_boot_enforced(boots: dict[str, BootResult], media: st
     # The kernel reads the SecureBoot variable itself: a firmware that skipped the
     # signature checks would have it off, and this line would say "disabled".
     assert "Secure boot enabled" in console_text(result)
+
+
+def test_a_stick_written_by_bmaptool_boots(boots: dict[str, BootResult],
+                                           has_wizard: bool) -> None:
+    assert_default_entry(booted_to_login(boots, BMAPTOOL_STICK), has_wizard)
