@@ -28,6 +28,8 @@ GOLEM_CHANNELS = ("release", "testing", "unstable")
 # Out-of-tree kernel modules a profile may ask for (stages/modules.py MODULES has one row
 # each; a test ties the two).
 KERNEL_MODULES = ("nvidia", "nvidia-open", "zfs")
+# What starts the ISO under legacy BIOS (UEFI and the USB image always boot GRUB).
+BIOS_LOADERS = ("grub", "isolinux")
 
 
 @dataclass(frozen=True)
@@ -78,6 +80,7 @@ class Profile:
     template: tuple[tuple[str, str], ...] = ()  # extra variables for the overlay templates
     kernel_modules: tuple[str, ...] = ()  # compiled once by the modules-NAME stages
     extra_apt: ExtraApt = field(default_factory=ExtraApt)
+    bios_loader: str = "grub"  # the ISO's legacy-BIOS loader (BIOS_LOADERS)
     chain: tuple[str, ...] = ()  # the profile files read, child first (for the cache key)
 
 
@@ -196,6 +199,9 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("image.services", "list", "services", "units enabled from their [Install]", (),
             _matches(r"[A-Za-z0-9@:._-]+\.(service|socket|timer|target|path|mount)",
                      "a unit name")),
+    Setting("image.bios_loader", "str", "bios_loader",
+            "the ISO's legacy-BIOS loader: grub, or isolinux (syslinux with an isohybrid "
+            "MBR); UEFI and the USB image always boot GRUB", "grub", _one_of(BIOS_LOADERS)),
     Setting("golem.packages", "list", "golem.packages",
             "installed from the signed repository (the repository stage runs if any)", (),
             _matches(PACKAGE, "a Debian package name")),

@@ -179,3 +179,21 @@ def test_the_repository_stage_is_keyed_by_the_epoch_it_stamps(fake_project: Path
         return make_plan(config, [RepositoryStage()]).step("repository").key
 
     assert key(1) == key(1) != key(2)
+
+
+def test_the_iso_bios_loader_is_grub_unless_a_profile_chooses_isolinux(
+        fake_project: Path) -> None:
+    profiles = fake_project / "rootfs/profiles"
+    assert load_profile(fake_project, "gpu-node").bios_loader == "grub"
+    (profiles / "iso-isolinux.toml").write_text(
+        'extends = "gpu-node"\n[image]\nbios_loader = "isolinux"\n')
+    assert load_profile(fake_project, "iso-isolinux").bios_loader == "isolinux"
+    (profiles / "iso-lilo.toml").write_text('extends = "gpu-node"\n[image]\nbios_loader = "lilo"\n')
+    with pytest.raises(BuildError) as err:
+        load_profile(fake_project, "iso-lilo")
+    assert ("rootfs/profiles/iso-lilo.toml: image.bios_loader: 'lilo' is not one of "
+            "grub, isolinux") in str(err.value)
+    (profiles / "iso-list.toml").write_text(
+        'extends = "gpu-node"\n[image]\nbios_loader = ["isolinux"]\n')
+    with pytest.raises(BuildError, match=r"iso-list\.toml: image\.bios_loader: must be a string"):
+        load_profile(fake_project, "iso-list")
