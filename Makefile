@@ -17,6 +17,7 @@ BUILD_ARGS := --profile $(PROFILE) --version $(VERSION) --tmp-dir $(TMP_DIR) \
 
 # Host tools the stages and tests run (Debian package names).
 HOST_PACKAGES := debootstrap squashfs-tools xorriso grub-pc-bin grub-efi-amd64-bin \
+	isolinux syslinux-common \
 	grub-efi-amd64-signed shim-signed grub-common mtools dosfstools e2fsprogs fdisk \
 	qemu-system-x86 ovmf dialog tmux gpg gpgv gpg-agent apt-utils dpkg-dev rsync zstd \
 	python3 python3-venv python3-dialog python3-tomli-w debian-archive-keyring \

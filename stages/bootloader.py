@@ -13,6 +13,8 @@ Output (read by the iso and usb stages):
     bios/boot.img              GRUB's MBR code (patched in place by the usb stage)
     bios/eltorito.img          GRUB i386-pc El Torito core for the ISO
     bios/boot_hybrid.img       the ISO's MBR for booting it from a stick
+    isolinux/, bios/isohdpfx.bin  only with image.bios_loader = "isolinux": the ISO's
+                               BIOS loader and its MBR instead (stages/isolinux.py)
 
 How each boot path finds grub.cfg:
 - UEFI (ISO and USB): firmware starts EFI/BOOT/BOOTX64.EFI (shim), which
@@ -29,6 +31,8 @@ How each boot path finds grub.cfg:
   reads $prefix/grub.cfg.
 - BIOS, ISO: El Torito loads eltorito.img (from a CD), or boot_hybrid.img in
   the MBR loads it (from a stick); its prefix /boot/grub is on the boot device.
+  With isolinux: El Torito loads isolinux/isolinux.bin (from a CD), or isohdpfx.bin
+  in the MBR does (from a stick); it reads isolinux.cfg from its own directory.
 """
 
 from __future__ import annotations
@@ -46,6 +50,12 @@ from disk.layout import (
     derive_ids,
     fat_volume_id,
     load_layout,
+)
+from stages.isolinux import (
+    ISOLINUX_CFG_TEMPLATE,
+    copy_loader_files,
+    host_files,
+    require_host_files,
 )
 from stages.secure_boot import OVMF_MS_VARS, trust_anchors, verify_fat_image, verify_signed
 from stages.shared import render_template
@@ -88,12 +98,30 @@ def menu_title(config: BuildConfig) -> str:
     return f"Golem GPU Live {config.version}"
 
 
+def live_updates_args(config: BuildConfig) -> str:
+    """live-boot's persistence of package updates, keyed by the image name (see
+    grub.cfg.j2; golemwz.updates reads these arguments back)."""
+    return ("persistence quickusbmodules persistence-storage=directory "
+            f"persistence-path=/golem-live-updates persistence-label={config.image_name}")
+
+
+def menu_values(config: BuildConfig) -> dict[str, object]:
+    """What both menu templates (GRUB's, isolinux's) are rendered with."""
+    return {"image_name": config.image_name, "profile": config.profile.name,
+            "title": menu_title(config), "cmdline": kernel_cmdline(config),
+            "updates": live_updates_args(config), "timeout": MENU_TIMEOUT_SECONDS}
+
+
 def render_grub_cfg(config: BuildConfig) -> str:
-    return render_template(
-        config.project_root / GRUB_CFG_TEMPLATE,
-        {"image_name": config.image_name, "profile": config.profile.name,
-         "title": menu_title(config), "cmdline": kernel_cmdline(config),
-         "timeout": MENU_TIMEOUT_SECONDS})
+    return render_template(config.project_root / GRUB_CFG_TEMPLATE, menu_values(config))
+
+
+def render_isolinux_cfg(config: BuildConfig) -> str:
+    return render_template(config.project_root / ISOLINUX_CFG_TEMPLATE, menu_values(config))
+
+
+def uses_isolinux(config: BuildConfig) -> bool:
+    return config.profile.bios_loader == "isolinux"
 
 
 def disk_info(config: BuildConfig) -> str:
@@ -141,18 +169,27 @@ def bios_input_files() -> list[Path]:
 
 class BootloaderStage(Stage):
     name = "bootloader"
-    code = ("disk.assemble", "disk.layout", "stages.shared", "stages.secure_boot")
+    code = ("disk.assemble", "disk.layout", "stages.shared", "stages.secure_boot",
+            "stages.isolinux")
     tools = ("grub-mkimage", "mkfs.vfat", "mmd", "mcopy", "sbverify")
     version = 2
     depends = ()
-    config_keys = ("profile.name", "profile.kernel_cmdline", "version", "image_name", "seed",
-                   "source_date_epoch")
+    config_keys = ("profile.name", "profile.kernel_cmdline", "profile.bios_loader", "version",
+                   "image_name", "seed", "source_date_epoch")
     description = "GRUB menu, signed shim + GRUB for UEFI, GRUB cores for BIOS"
 
     def input_files(self, config: BuildConfig) -> list[Path]:
         # Host files count too: a shim or GRUB security update must rebuild the media.
-        return [config.project_root / GRUB_CFG_TEMPLATE, config.project_root / LAYOUT_FILE,
-                SHIM, MOK_MANAGER, SIGNED_GRUB, OVMF_MS_VARS, *bios_input_files()]
+        files = [config.project_root / GRUB_CFG_TEMPLATE, config.project_root / LAYOUT_FILE,
+                 SHIM, MOK_MANAGER, SIGNED_GRUB, OVMF_MS_VARS, *bios_input_files()]
+        if uses_isolinux(config):
+            files += [config.project_root / ISOLINUX_CFG_TEMPLATE, *host_files()]
+        return files
+
+    def preflight(self, config: BuildConfig) -> None:
+        # Before the long stages run: isolinux is not installed by every older `make deps`.
+        if uses_isolinux(config):
+            require_host_files()
 
     def run(self, ctx: StageContext) -> None:
         config, out = ctx.config, ctx.output
@@ -196,6 +233,9 @@ class BootloaderStage(Stage):
         ctx.runner.run(["grub-mkimage", "--format=i386-pc-eltorito", "--directory",
                         GRUB_PC_DIR, "--prefix", GRUB_PREFIX,
                         "--output", bios / "eltorito.img", *BIOS_MODULES])
+        if uses_isolinux(config):
+            ctx.progress("copying isolinux and writing isolinux.cfg")
+            _write(copy_loader_files(out) / "isolinux.cfg", render_isolinux_cfg(config))
         # The ISO and the USB image copy these files' times.
         clamp_times(out, config.source_date_epoch)
 
