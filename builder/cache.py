@@ -150,6 +150,10 @@ class StageCache:
     def has(self, key: str) -> bool:
         return self.entry(key).is_dir() and (self.dir / f"{key}.json").is_file()
 
+    def manifest(self, key: str) -> Manifest:
+        """What the entry `key` was built from."""
+        return Manifest.from_json((self.dir / f"{key}.json").read_text())
+
     def last_manifest(self) -> Manifest | None:
         try:
             return Manifest.from_json((self.dir / "last.json").read_text())

@@ -31,6 +31,15 @@ def record_path(target: Path) -> Path:
     return target.with_name(f".{target.name}.published")
 
 
+def published_key(target: Path) -> str | None:
+    """The key of the cache entry the copy at `target` came from (None: no record)."""
+    try:
+        key = json.loads(record_path(target).read_text()).get("key")
+    except (OSError, ValueError):
+        return None
+    return key if isinstance(key, str) else None
+
+
 def is_current(target: Path, key: str) -> bool:
     """The copy at `target` is the cache entry `key`'s, and nobody has written it since."""
     try:
