@@ -1,7 +1,8 @@
 """The gevulot-node profile (reference 002) built from Debian's archive and booted once.
 
 One build (session fixture) serves both tests: the image's files, and one QEMU boot
-(USB stick, OVMF, TCG) with a first-boot golemwz.toml carrying this test's SSH key.
+(USB stick, OVMF, TCG; beside the other profiles' boots, profile_images.py) with a
+first-boot golemwz.toml carrying the boot's SSH key.
 QEMU has no GPU: the wizard's GPU step says so and the node runs without one (no
 drop-in, no vfio binding); no gevulot_psk_passphrase is given, so the node's quadlet
 unit is generated but not started (quay.io is not reachable from CI anyway). The boot
@@ -18,9 +19,12 @@ import pytest
 
 from tests.conftest import BuiltImage
 from tests.integration.profile_images import (
-    boot_with_first_boot,
+    BootSpec,
+    ProfileBoots,
     build_profile,
+    checked_boot,
     image_file,
+    register_boot,
     squashfs_of,
 )
 from tests.integration.test_wizard_boot import MTOOLS_ENV, conf_files, fat, read_table, run
@@ -86,11 +90,12 @@ echo "vfio_unit=$(systemctl is-active golemwz-vfio.service)"
 """
 
 
+register_boot(BootSpec(PROFILE, __name__, "non_interactive_install = true\n", GUEST))
+
+
 @pytest.mark.boot
-def test_boot_runs_postgres_and_generates_the_node_quadlet(
-        gevulot_image: BuiltImage, tmp_path: Path) -> None:
-    boot = boot_with_first_boot(gevulot_image, tmp_path, PROFILE,
-                                "non_interactive_install = true\n", GUEST)
+def test_boot_runs_postgres_and_generates_the_node_quadlet(profile_boots: ProfileBoots) -> None:
+    boot = checked_boot(profile_boots, PROFILE)
     guest, console = boot.guest, boot.console
     assert guest.get("postgres") == "active" and guest.get("db") == "active", guest
     assert guest.get("database") == "gevulot:gevulot", guest

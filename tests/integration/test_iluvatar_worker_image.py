@@ -1,12 +1,12 @@
 """The iluvatar-worker profile (reference 001) built from Debian's archive and booted once.
 
-One build (session fixture) serves both tests. QEMU has no GPU and, until the modules
-stage compiles them for this profile, the image has no nvidia or zfs module: the boot
-must still reach multi-user with no failed unit (nvidia-persistenced and
-zfs-load-module skipped by their conditions), containerd active with the CNI plugins
-where Debian's containerd and 001 look for them, and 001's file limits in a login
-session and for services. The ZFS pool (the wizard's zfs step) needs the zfs module:
-its argv is tested in tests/wizard/test_profile_iluvatar.py.
+One build (in the profiles' shared cache, session fixture) serves the tests; its boot
+runs beside the other profiles' (profile_images.py). QEMU has no GPU: the boot must
+still reach multi-user with no failed unit (nvidia-persistenced skipped by its
+condition) with the compiled nvidia and zfs modules there for the running kernel,
+containerd active with the CNI plugins where Debian's containerd and 001 look for them
+and its zfs snapshotter on the pool the first-boot TOML asks for (a second virtual
+disk), and 001's file limits in a login session and for services.
 """
 
 from __future__ import annotations
@@ -19,9 +19,12 @@ import pytest
 
 from tests.conftest import BuiltImage, golem_live
 from tests.integration.profile_images import (
-    boot_with_first_boot,
+    BootSpec,
+    ProfileBoots,
     build_profile,
+    checked_boot,
     image_file,
+    register_boot,
     squashfs_of,
 )
 
@@ -101,17 +104,21 @@ echo "tools=$(PATH=$PATH:/usr/sbin command -v nvidia-smi zpool jq brctl sar | wc
 """
 
 
-@pytest.mark.boot
-def test_boot_runs_containerd_with_cni_and_the_limits(
-        iluvatar_image: BuiltImage, tmp_path: Path) -> None:
-    disk = tmp_path / "zfs-disk.img"
+def zfs_disk(boot_dir: Path) -> tuple[str, ...]:
+    """An empty 1 GiB second disk for the pool, made in the boot's directory."""
+    disk = boot_dir / "zfs-disk.img"
     with open(disk, "wb") as handle:
         handle.truncate(1 << 30)
-    boot = boot_with_first_boot(
-        iluvatar_image, tmp_path, PROFILE, FIRST_BOOT, GUEST,
-        extra_args=("-drive", f"if=none,id=zfsdisk,format=raw,file={disk}", "-device",
-                    f"virtio-blk-pci,drive=zfsdisk,serial={ZFS_DISK_SERIAL}"))
-    guest = boot.guest
+    return ("-drive", f"if=none,id=zfsdisk,format=raw,file={disk}", "-device",
+            f"virtio-blk-pci,drive=zfsdisk,serial={ZFS_DISK_SERIAL}")
+
+
+register_boot(BootSpec(PROFILE, __name__, FIRST_BOOT, GUEST, qemu_args=zfs_disk))
+
+
+@pytest.mark.boot
+def test_boot_runs_containerd_with_cni_and_the_limits(profile_boots: ProfileBoots) -> None:
+    guest = checked_boot(profile_boots, PROFILE).guest
     assert guest.get("containerd") == "active" and guest.get("ctr") == "ok", guest
     assert guest.get("cni") == "2", guest
     assert guest.get("nofile") == "1000000", guest
