@@ -17,6 +17,7 @@ import fcntl
 import os
 import platform
 import shutil
+import signal
 import sys
 import time
 from collections.abc import Callable, Iterator
@@ -26,7 +27,7 @@ from bench.boot import boot_to_wizard, render_boot
 from bench.report import SCENARIOS, Tool, own_seconds, render, stage_times
 from builder.cache import CODE_ROOT, remove_tree
 from builder.config import default_source_date_epoch
-from builder.errors import BuildError
+from builder.errors import BuildError, raise_interrupt
 from builder.mounts import attach_loop
 from builder.profile import load_profile
 from builder.runner import Runner, SubprocessRunner
@@ -243,6 +244,10 @@ def main() -> int:
     parser.add_argument("--lock", type=Path, help="flock this file around each command "
                         "(machines shared by several builders); waiting is not timed")
     args = parser.parse_args()
+    # `kill` stops the command being timed as Ctrl-C does (the runner stops its process
+    # group); SIGINT too when started in the background, where the shell ignores it.
+    signal.signal(signal.SIGTERM, raise_interrupt)
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     try:
         bench = Bench(args.dir, args.profile, args.lock)
         ours = Ours(bench, args.profile)
@@ -261,6 +266,9 @@ def main() -> int:
     except BuildError as err:
         print(f"error: {err.line()}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:
+        print("interrupted: docs/benchmarks.md not written", file=sys.stderr)
+        return 130
     date = datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC")
     text = render(ours.tool, theirs.tool, ours.stages, machine(), date, extra)
     args.output.parent.mkdir(parents=True, exist_ok=True)

@@ -15,10 +15,10 @@ import threading
 from collections.abc import Callable, Iterator, Mapping
 from concurrent.futures import FIRST_EXCEPTION, Future, ThreadPoolExecutor, wait
 from contextlib import contextmanager
-from types import FrameType
 from typing import TypeVar
 
 from boot_test.qemu import BootOptions, BootResult, boot, stop_process
+from builder.errors import raise_interrupt
 
 
 def boot_all(jobs: Mapping[str, BootOptions], workers: int | None = None) -> dict[str, BootResult]:
@@ -139,12 +139,9 @@ def _sigterm_as_interrupt() -> Iterator[None]:
     if threading.current_thread() is not threading.main_thread():
         yield
         return
-    previous = signal.signal(signal.SIGTERM, _raise_interrupt)
+    previous = signal.signal(signal.SIGTERM, raise_interrupt)
     try:
         yield
     finally:
         signal.signal(signal.SIGTERM, previous)
 
-
-def _raise_interrupt(signum: int, frame: FrameType | None) -> None:
-    raise KeyboardInterrupt(f"signal {signum}")

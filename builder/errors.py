@@ -1,5 +1,9 @@
 """Errors that reach the user as one clear line: what is wrong and how to fix it."""
 
+from __future__ import annotations
+
+from types import FrameType
+
 
 class BuildError(Exception):
     """A problem the user can act on. str(err) is the one line shown, no traceback."""
@@ -34,3 +38,8 @@ class CommandFailed(BuildError):
         if last:
             problem += f": {last[0][:200]}"
         super().__init__(problem, "see the log for the full output", log_path)
+
+
+def raise_interrupt(signum: int, frame: FrameType | None) -> None:
+    """A signal handler: SIGTERM (a stopped job, `kill`) cleans up as Ctrl-C does."""
+    raise KeyboardInterrupt(f"signal {signum}")

@@ -5,7 +5,6 @@ from __future__ import annotations
 import signal
 import sys
 from pathlib import Path
-from types import FrameType
 from typing import Any
 
 import click
@@ -28,7 +27,7 @@ from builder.config import (
     load_profile,
     profile_names,
 )
-from builder.errors import BuildError
+from builder.errors import BuildError, raise_interrupt
 from builder.mounts import safe_rmtree, sweep
 from builder.profile import reference_table
 from builder.publish import record_path
@@ -45,10 +44,6 @@ from golem_live.options import (
 from golem_live.release import release
 from golem_live.reproduce import reproduce
 from golem_live.write import write
-
-
-def _raise_interrupt(signum: int, frame: FrameType | None) -> None:
-    raise KeyboardInterrupt(f"signal {signum}")
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -171,7 +166,7 @@ main.add_command(reproduce)
 
 def run() -> int:
     """Entry point: one line for a user error, cleanup on Ctrl-C and SIGTERM."""
-    signal.signal(signal.SIGTERM, _raise_interrupt)
+    signal.signal(signal.SIGTERM, raise_interrupt)
     try:
         main.main(standalone_mode=False)
     except BuildError as err:
