@@ -390,6 +390,14 @@ def test_gpu_container_node_profile(project_root: Path) -> None:
     smoke = (overlay / "systemd/system/cuda-vector-add.service").read_text()
     assert "--device nvidia.com/gpu=all" in smoke and "[Install]" not in smoke
     assert "cuda-vector-add.service" not in profile.services
+    # The shared image contract through gpu-node's wizard, as the user it configures; the
+    # GPU stays with the host driver (common's VFIO blacklist of nvidia is replaced).
+    assert profile.chain == ("gpu-container-node", "gpu-node")
+    assert profile.user == "golem" and "golemwz.service" in profile.services
+    assert profile.overlays == ("common", "host", "gpu-container-node")
+    passthrough = (overlay / "modprobe.d/golem-gpu-passthrough.conf").read_text()
+    assert not [line for line in passthrough.splitlines() if not line.startswith("#")]
+    assert "modprobe.blacklist=nouveau" in profile.kernel_cmdline
 
 
 def test_a_failed_compile_keeps_make_log_in_the_stage_log(config: BuildConfig,

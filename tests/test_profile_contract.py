@@ -20,6 +20,8 @@ PROJECT_ROOT = Path(__file__).resolve().parents[1]
     ("gevulot-node", Path("rootfs/overlay/gevulot-node/usr/share/golemwz/golemwz-example.toml")),
     ("iluvatar-worker",
      Path("rootfs/overlay/iluvatar-worker/usr/share/golemwz/golemwz-example.toml")),
+    ("gpu-container-node",
+     Path("rootfs/overlay/gpu-container-node/usr/share/golemwz/golemwz-example.toml")),
 ])
 def test_the_conf_partition_gets_the_profiles_own_example(
         profile: str, expected: Path, tmp_path: Path) -> None:
@@ -30,6 +32,6 @@ def test_the_conf_partition_gets_the_profiles_own_example(
 
 def test_every_wizard_spec_has_an_example_beside_it() -> None:
     specs = sorted(PROJECT_ROOT.glob("rootfs/overlay/*/usr/share/golemwz/profile.toml"))
-    assert len(specs) >= 2
+    assert len(specs) >= 3
     for spec in specs:
         assert (spec.parent / "golemwz-example.toml").is_file(), spec
