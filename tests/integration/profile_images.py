@@ -27,6 +27,7 @@ from tests.conftest import MEASUREMENTS, BuiltImage, golem_live, require_root
 from tests.integration.layers import built_live_dir, unsquashfs_cat
 from tests.integration.test_wizard_boot import (
     MTOOLS_ENV,
+    conf_files,
     fat,
     free_port,
     key_values,
@@ -90,6 +91,22 @@ def squashfs_of(built: BuiltImage) -> Path:
 def image_file(live: Path, path: str) -> str:
     """A file as the live system sees it (the top layer holding it)."""
     return unsquashfs_cat(live, path)
+
+
+def installed_packages(live: Path) -> set[str]:
+    """The names of the packages dpkg has installed in the image."""
+    status = image_file(live, "var/lib/dpkg/status")
+    return {block.split("\n", 1)[0].removeprefix("Package: ")
+            for block in status.split("\n\n") if "Status: install ok installed" in block}
+
+
+def shipped_example(usb_image: Path) -> str:
+    """golemwz-example.toml as the stick's conf partition holds it."""
+    table = read_table(usb_image)
+    assert "golemwz-example.toml" in conf_files(usb_image, table)
+    shipped = run("mtype", "-i", fat(usb_image, table), "::golemwz-example.toml",
+                  env=MTOOLS_ENV)
+    return shipped.replace("\r\n", "\n")
 
 
 # Run before each profile's own script: every profile's boot must reach "running"

@@ -25,9 +25,9 @@ from tests.integration.profile_images import (
     checked_boot,
     image_file,
     register_boot,
+    shipped_example,
     squashfs_of,
 )
-from tests.integration.test_wizard_boot import MTOOLS_ENV, conf_files, fat, read_table, run
 
 pytestmark = pytest.mark.root
 
@@ -57,11 +57,7 @@ def test_image_has_the_node_host_of_reference_002(gevulot_image: BuiltImage) -> 
         assert line in quadlet.splitlines()
     assert 'name = "gevulot-node"' in image_file(squashfs, "usr/share/golemwz/profile.toml")
     # The conf partition carries the profile's own example, not GOLEM's.
-    table = read_table(gevulot_image.img)
-    assert "golemwz-example.toml" in conf_files(gevulot_image.img, table)
-    shipped = run("mtype", "-i", fat(gevulot_image.img, table), "::golemwz-example.toml",
-                  env=MTOOLS_ENV)
-    assert shipped.replace("\r\n", "\n").strip() == EXAMPLE.read_text().strip()
+    assert shipped_example(gevulot_image.img).strip() == EXAMPLE.read_text().strip()
 
 
 GUEST = """

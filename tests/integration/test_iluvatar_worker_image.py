@@ -24,6 +24,7 @@ from tests.integration.profile_images import (
     build_profile,
     checked_boot,
     image_file,
+    installed_packages,
     register_boot,
     squashfs_of,
 )
@@ -55,9 +56,7 @@ def test_image_has_the_worker_host_of_reference_001(iluvatar_image: BuiltImage) 
     assert 'restart = "containerd.service"' in image_file(
         squashfs, "usr/share/golemwz/profile.toml")
     # No compiler and no DKMS in the image: the modules are compiled once elsewhere.
-    status = image_file(squashfs, "var/lib/dpkg/status")
-    installed = {block.split("\n", 1)[0].removeprefix("Package: ")
-                 for block in status.split("\n\n") if "Status: install ok installed" in block}
+    installed = installed_packages(squashfs)
     assert {"containerd", "runc", "containernetworking-plugins", "bridge-utils", "iptables",
             "net-tools", "sysstat", "jq", "zfsutils-linux", "nvidia-smi",
             "nvidia-persistenced", "nvidia-modprobe"} <= installed
