@@ -271,7 +271,8 @@ def stop_process(proc: subprocess.Popen[bytes], grace: float = 5.0) -> None:
 def check_host(options: BootOptions) -> None:
     if shutil.which(options.qemu) is None:
         raise BuildError(f"{options.qemu} is not installed", "apt install qemu-system-x86")
-    if not options.image.is_file():
+    # A file, or a block device holding an image (a written stick, a loop device).
+    if not (options.image.is_file() or options.image.is_block_device()):
         raise BuildError(f"image {options.image} does not exist",
                          "build it first: make root image")
     if options.secure_boot and options.firmware != "uefi":

@@ -21,6 +21,7 @@ from boot_test.qemu import (
     ConsoleAction,
     ConsoleWatcher,
     boot,
+    check_host,
     image_path,
     qemu_argv,
     select_menu_entry,
@@ -303,6 +304,17 @@ def test_interrupt_stops_qemu_and_removes_temp_files(fake_qemu: Path, tmp_path: 
 def test_boot_refuses_a_missing_image(tmp_path: Path) -> None:
     with pytest.raises(BuildError, match="does not exist"):
         boot(BootOptions(tmp_path / "none.img", firmware="bios", qemu=sys.executable))
+    with pytest.raises(BuildError, match="does not exist"):  # a directory is no image
+        check_host(BootOptions(tmp_path, firmware="bios", qemu=sys.executable))
+
+
+def test_a_block_device_is_an_image_to_boot() -> None:
+    # a written stick or a loop device: QEMU reads it as a raw drive
+    block = next((d for d in (Path("/dev/loop0"), Path("/dev/vda"), Path("/dev/sda"))
+                  if d.is_block_device()), None)
+    if block is None:
+        pytest.skip("no block device node on this machine")
+    check_host(BootOptions(block, firmware="bios", qemu=sys.executable))
 
 
 def test_secure_boot_needs_uefi(fake_qemu: Path, tmp_path: Path) -> None:
