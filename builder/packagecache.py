@@ -2,7 +2,9 @@
 
 Layout under TMP_DIR/packages (shared by every profile and build):
     <root>/<sha256>/<apt file name>   one verified package (name_version_arch.deb)
-    <root>/.tmp-*                     work in progress; never read, swept by the next lease
+    <root>/.tmp-PID-*                 work in progress of process PID (a lease's staging
+                                      dir, a commit); never read; swept by the next
+                                      lease once PID is gone
 
 An entry appears only by renaming a finished directory into place, after its sha256 was
 computed from the bytes and found in the archive's index (the chroot's apt lists, which
@@ -70,6 +72,20 @@ def deb_name(package: str, version: str, arch: str) -> str:
     return f"{package}_{version}_{arch}.deb".replace(":", "%3a")
 
 
+def owner_alive(temp: Path) -> bool:
+    """Whether the process that made `temp` (.tmp-PID-...) still runs."""
+    found = re.match(r"\.tmp-(\d+)-", temp.name)
+    if found is None:
+        return False  # an older build's name: that build is over
+    try:
+        os.kill(int(found.group(1)), 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True  # someone else's, alive
+    return True
+
+
 @dataclass
 class PackageCache:
     root: Path
@@ -88,11 +104,17 @@ class PackageCache:
         return found
 
     def sweep_temps(self) -> None:
-        """Remove what killed builds left (a lease still mounted is not touched)."""
+        """Remove what killed builds left. Not what a live process still uses: a lease's
+        staging dir is only the source of a bind mount (nothing is mounted under it), and
+        two stages of one build (modules-nvidia, modules-zfs) lend at the same time."""
         if self.root.is_dir():
             for temp in self.root.glob(".tmp-*"):
-                if not mounts_under(temp):
+                if not owner_alive(temp) and not mounts_under(temp):
                     safe_rmtree(temp)
+
+    def temp_dir(self) -> Path:
+        """A work dir beside the entries (hard links work), named by this process."""
+        return Path(tempfile.mkdtemp(prefix=f".tmp-{os.getpid()}-", dir=self.root))
 
     def link_into(self, target: Path, wanted: dict[str, str] | None) -> int:
         """Hard-link the entries into `target` under apt's names: those whose sha256 is in
@@ -135,7 +157,7 @@ class PackageCache:
         return added
 
     def _commit(self, deb: Path, digest: str) -> bool:
-        temp = Path(tempfile.mkdtemp(prefix=".tmp-", dir=self.root))
+        temp = self.temp_dir()
         try:
             copy = temp / deb.name
             try:
@@ -179,7 +201,7 @@ def lend(cache: PackageCache, stack: ExitStack, runner: Runner, root: Path) -> L
     apt archives; unmount and removal are registered on `stack`."""
     cache.root.mkdir(parents=True, exist_ok=True)
     cache.sweep_temps()
-    staging = Path(tempfile.mkdtemp(prefix=".tmp-lease-", dir=cache.root))
+    staging = cache.temp_dir()
     stack.callback(shutil.rmtree, staging, ignore_errors=True)
     (staging / "partial").mkdir()
     mount(stack, runner, root / ARCHIVES, "--bind", str(staging))

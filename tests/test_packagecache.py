@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import hashlib
+import os
+import subprocess
 from contextlib import ExitStack
 from pathlib import Path
 
@@ -108,3 +110,28 @@ def test_debootstrap_harvest_leaves_no_deb_in_the_target(tmp_path: Path) -> None
     assert harvest_debootstrap(config, root, lambda _m: None) == 1
     assert not list((root / ARCHIVES).glob("*.deb"))
     assert [p.name for p in (tmp_path / "tmp/packages").iterdir()] == [sha(data)]
+
+
+def test_two_leases_at_once_keep_each_other_s_staging(tmp_path: Path) -> None:
+    # modules-nvidia and modules-zfs lend at the same time: a lease's staging dir is the
+    # source of a bind mount (nothing mounted under it), so only its owner says it is live.
+    cache = PackageCache(tmp_path / "cache")
+    runner = RecordingRunner()
+    with ExitStack() as stack:
+        first = lend(cache, stack, runner, tmp_path / "a")
+        second = lend(cache, stack, runner, tmp_path / "b")
+        assert first.staging.is_dir() and second.staging.is_dir()
+        assert first.staging.name.startswith(f".tmp-{os.getpid()}-")
+
+
+def test_what_a_killed_build_left_is_swept(tmp_path: Path) -> None:
+    dead = subprocess.Popen(["true"])
+    dead.wait()
+    cache = PackageCache(tmp_path / "cache")
+    left = [tmp_path / "cache" / name for name in (f".tmp-{dead.pid}-x1", ".tmp-lease-old")]
+    for path in left:
+        (path / "partial").mkdir(parents=True)
+    live = cache.temp_dir()
+    cache.sweep_temps()
+    assert not any(path.exists() for path in left)
+    assert live.is_dir()
