@@ -90,7 +90,7 @@ def test_packages_sequence_mounts_installs_and_unmounts(config: BuildConfig,
     assert runner.argvs[8][:2] == ("mount", "--bind")
     assert runner.argvs[8][-1] == root + "/var/cache/apt/archives"
     assert runner.argvs[11] == ("umount", root + "/var/cache/apt/archives")
-    assert runner.argvs[8][2].startswith(str(config.tmp_dir / "packages" / ".tmp-lease-"))
+    assert runner.argvs[8][2].startswith(str(config.tmp_dir / "packages" / f".tmp-{os.getpid()}-"))
     # base packages from the bootstrap get the archive's updates and security fixes
     assert runner.argvs[9][2:5] == ("apt-get", "dist-upgrade", "--yes")
     install = runner.argvs[10]
