@@ -225,3 +225,26 @@ def checked_boot(boots: ProfileBoots, profile: str) -> ProfileBoot:
     assert boot.guest.get("failed") == "", boot.guest
     assert boot.guest.get("system") == "running", boot.guest
     return boot
+
+
+# The compiled nvidia module (the proprietary flavour) in a booted driver profile. Debian's
+# packaging names the file nvidia-current.ko (internal name nvidia) and loads it with
+# `install nvidia modprobe -i nvidia-current` (/etc/nvidia/current/nvidia-modprobe.conf of
+# nvidia-kernel-support), so modinfo finds it by the file's name. Loading it by its usual
+# name proves it was built for the running kernel (another kernel's module is refused
+# before its init runs); without a GPU its init says so.
+NVIDIA_MODULE_SCRIPT = """
+echo "kernel=$(uname -r)"
+echo "nvidia_module=$(/usr/sbin/modinfo -F version nvidia-current)"
+echo "nvidia_name=$(/usr/sbin/modinfo -F name nvidia-current)"
+echo "nvidia_path=$(/usr/sbin/modinfo -F filename nvidia-current)"
+sudo -n /usr/sbin/modprobe nvidia 2>/dev/null
+echo "nvidia_loaded=$(sudo -n dmesg | grep -o 'NVRM: No NVIDIA GPU found' | head -n 1)"
+"""
+
+
+def assert_nvidia_module_loads(guest: dict[str, str]) -> None:
+    assert guest.get("nvidia_module", "").startswith("550."), guest
+    assert guest.get("nvidia_name") == "nvidia", guest
+    assert f"/lib/modules/{guest.get('kernel')}/updates/" in guest.get("nvidia_path", ""), guest
+    assert guest.get("nvidia_loaded") == "NVRM: No NVIDIA GPU found", guest

@@ -19,8 +19,10 @@ import pytest
 
 from tests.conftest import BuiltImage, golem_live
 from tests.integration.profile_images import (
+    NVIDIA_MODULE_SCRIPT,
     BootSpec,
     ProfileBoots,
+    assert_nvidia_module_loads,
     build_profile,
     checked_boot,
     image_file,
@@ -85,10 +87,7 @@ zfs_pool = "device"
 zfs_device = "by-id/virtio-{ZFS_DISK_SERIAL}"
 """
 GUEST = """
-echo "nvidia_module=$(/usr/sbin/modinfo -F version nvidia)"
 echo "zfs_module=$(/usr/sbin/modinfo -F version zfs)"
-echo "kernel=$(uname -r)"
-echo "nvidia_path=$(/usr/sbin/modinfo -F filename nvidia)"
 echo "pools=$(sudo /usr/sbin/zpool list -H -o name,health | tr '\\t' ' ')"
 echo "dataset=$(sudo /usr/sbin/zfs get -H -o value mounted,mountpoint ilu-pool/containerd | xargs)"
 echo "snapshotter=$(sudo ctr plugins ls | awk '$2 == "zfs" {print $NF}')"
@@ -112,7 +111,8 @@ def zfs_disk(boot_dir: Path) -> tuple[str, ...]:
             f"virtio-blk-pci,drive=zfsdisk,serial={ZFS_DISK_SERIAL}")
 
 
-register_boot(BootSpec(PROFILE, __name__, FIRST_BOOT, GUEST, qemu_args=zfs_disk))
+register_boot(BootSpec(PROFILE, __name__, FIRST_BOOT, GUEST + NVIDIA_MODULE_SCRIPT,
+                       qemu_args=zfs_disk))
 
 
 @pytest.mark.boot
@@ -124,8 +124,7 @@ def test_boot_runs_containerd_with_cni_and_the_limits(profile_boots: ProfileBoot
     assert guest.get("service_nofile") == "1000000", guest
     # No GPU: skipped by its condition, not failed; the module is there all the same.
     assert guest.get("persistenced") == "inactive", guest
-    assert guest.get("nvidia_module", "").startswith("550."), guest
-    assert f"/lib/modules/{guest.get('kernel')}/updates/" in guest.get("nvidia_path", ""), guest
+    assert_nvidia_module_loads(guest)
     assert guest.get("zfs_module", "").startswith("2.3."), guest
     assert guest.get("zfs_loader") == "active", guest
     assert guest.get("tools") == "5", guest
