@@ -155,6 +155,9 @@ class LiveBuild:
             "lb", "config", "--distribution", debian.suite,
             "--mirror-bootstrap", debian.mirror, "--mirror-chroot", debian.mirror,
             "--mirror-binary", debian.mirror,
+            # live-build's default security mirror lacks the /debian-security path
+            "--mirror-chroot-security", debian.security_mirror,
+            "--mirror-binary-security", debian.security_mirror,
             "--archive-areas", " ".join(debian.components),
             "--binary-images", "iso-hybrid", "--debian-installer", "none",
             "--apt-recommends", "false",

@@ -153,6 +153,7 @@ def test_live_build_gets_the_profile_s_suite_packages_and_overlay(tmp_path: Path
     assert argv[:4] == ("lb", "config", "--distribution", "trixie")
     options = dict(zip(argv[2::2], argv[3::2], strict=False))
     assert options["--archive-areas"] == "main contrib non-free non-free-firmware"
+    assert options["--mirror-chroot-security"] == "http://security.debian.org/debian-security"
     assert options["--binary-images"] == "iso-hybrid"
     assert options["--chroot-squashfs-compression-type"] == "zstd"
     config = live_build.dir / "config"
