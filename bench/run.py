@@ -25,6 +25,7 @@ from pathlib import Path
 
 from bench.boot import boot_to_wizard, render_boot
 from bench.report import SCENARIOS, Tool, own_seconds, render, stage_times
+from boot_test.qemu import image_path
 from builder.cache import CODE_ROOT, remove_tree
 from builder.config import default_source_date_epoch
 from builder.errors import BuildError, raise_interrupt
@@ -33,6 +34,7 @@ from builder.profile import load_profile
 from builder.runner import Runner, SubprocessRunner
 from stages.overlay import overlay_files
 
+VERSION = "bench"  # of our images, named as the build publishes them (image_path)
 EDITED = "etc/modprobe.d/golem-gpu-passthrough.conf"  # an overlay file both images carry
 LB_ISO = "live-image-amd64.hybrid.iso"
 
@@ -86,12 +88,12 @@ class Ours:
         for sub in ("rootfs", "disk"):
             shutil.copytree(CODE_ROOT / sub, self.project / sub, symlinks=True)
         self.argv = [sys.executable, "-m", "golem_live.cli", "build", "--profile", profile,
-                     "--version", "bench", "--tmp-dir", str(self.tmp), "--work-dir",
+                     "--version", VERSION, "--tmp-dir", str(self.tmp), "--work-dir",
                      str(self.work), "--project-root", str(self.project),
                      "--source-date-epoch", str(default_source_date_epoch(CODE_ROOT))]
         self.tool.commands = [" ".join(self.argv)]
         self.stages: dict[str, dict[str, float | None]] = {}
-        self.image = self.work / "golem-gpu-live-bench.img"
+        self.image = image_path(self.work, VERSION, "usb")
 
     def prepare(self, scenario: str) -> None:
         if scenario == "cold-empty":
@@ -113,7 +115,7 @@ class Ours:
         if own is not None:
             self.tool.own.setdefault(scenario, []).append(own)
         self.stages[scenario] = stage_times(output)
-        iso = self.work / "golem-gpu-live-bench.iso"
+        iso = image_path(self.work, VERSION, "iso")
         self.tool.iso_bytes = iso.stat().st_size if iso.exists() else None
 
     def write_to_stick(self) -> list[str]:
