@@ -13,6 +13,7 @@ script over SSH, a power-off. Each boot test then takes its profile's result wit
 
 from __future__ import annotations
 
+import fnmatch
 import tempfile
 import time
 from collections.abc import Callable, Iterable
@@ -98,6 +99,13 @@ def installed_packages(live: Path) -> set[str]:
     status = image_file(live, "var/lib/dpkg/status")
     return {block.split("\n", 1)[0].removeprefix("Package: ")
             for block in status.split("\n\n") if "Status: install ok installed" in block}
+
+
+def compiled_modules(installed: set[str]) -> list[str]:
+    """The kernel.modules values whose compiled package (NAME-modules-KERNEL_RELEASE, made
+    by stages/modules.py) is installed."""
+    return sorted(name.split("-modules-")[0] for name in installed
+                  if fnmatch.fnmatch(name, "*-modules-*-amd64"))
 
 
 def shipped_example(usb_image: Path) -> str:

@@ -13,7 +13,6 @@ storage on the storage partition.
 
 from __future__ import annotations
 
-import fnmatch
 import re
 from pathlib import Path
 
@@ -27,6 +26,7 @@ from tests.integration.profile_images import (
     assert_nvidia_module_loads,
     build_profile,
     checked_boot,
+    compiled_modules,
     image_file,
     installed_packages,
     register_boot,
@@ -56,8 +56,7 @@ def test_image_has_the_container_host_of_reference_004(
             "nvidia-persistenced", "nvidia-modprobe"} <= installed
     # No compiler, headers or DKMS: the module comes compiled in its own package.
     assert not [name for name in installed if COMPILER_PACKAGES.fullmatch(name)], installed
-    compiled = [name for name in installed if fnmatch.fnmatch(name, "*-modules-*-amd64")]
-    assert [name.split("-modules-")[0] for name in compiled] == ["nvidia"], installed
+    assert compiled_modules(installed) == ["nvidia"], installed
     assert 'runtime = "crun"' in image_file(
         squashfs, "etc/containers/containers.conf.d/50-crun.conf")
     assert "blacklist nouveau" in image_file(squashfs, "etc/modprobe.d/nouveau-blacklist.conf")
