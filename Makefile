@@ -16,7 +16,7 @@ BUILD_ARGS := --profile $(PROFILE) --version $(VERSION) --tmp-dir $(TMP_DIR) \
 	--work-dir $(WORK_DIR) $(if $(LOCAL_DEBS),--local-debs $(LOCAL_DEBS))
 
 # Host tools the stages and tests run (Debian package names).
-HOST_PACKAGES := debootstrap squashfs-tools xorriso grub-pc-bin grub-efi-amd64-bin \
+HOST_PACKAGES := mmdebstrap squashfs-tools xorriso grub-pc-bin grub-efi-amd64-bin \
 	isolinux syslinux-common \
 	grub-efi-amd64-signed shim-signed grub-common mtools dosfstools e2fsprogs fdisk \
 	qemu-system-x86 ovmf dialog tmux gpg gpgv gpg-agent apt-utils dpkg-dev rsync zstd \

@@ -65,7 +65,7 @@ class Chroot:
         self.root = root
         self.runner = runner
         self.env = {**CHROOT_ENV, **(env or {})}  # every command's environment inside
-        # Whatever happens inside (a killed debootstrap, a postinst that mounts),
+        # Whatever happens inside (a killed mmdebstrap, a postinst that mounts),
         # nothing stays mounted below the root once the stack unwinds.
         stack.callback(self._unmount_everything)
         mount(stack, runner, root / "proc", "-t", "proc", "proc")

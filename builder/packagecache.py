@@ -12,8 +12,8 @@ apt verified against the signed InRelease): a partial or corrupt file never ente
 
 A build borrows the cache through a `Lease`: a staging directory of hard links to the
 entries the chroot's index names, bind-mounted over the chroot's /var/cache/apt/archives
-(debootstrap: filled into the target's own archives before it runs). apt and debootstrap
-check every file's hash themselves and fetch what is missing or wrong; afterwards the
+(the bootstrap: filled into the target's own archives before mmdebstrap runs). apt checks
+every file's hash itself and fetch what is missing or wrong; afterwards the
 new files are verified and committed. Nothing of the cache ends up in a stage's output,
 and no key depends on it: a warm cache only saves the downloads.
 
@@ -48,8 +48,8 @@ def cache_dir(config: BuildConfig) -> Path:
 
 
 def index_of(lists: Path) -> dict[str, str]:
-    """sha256 -> the file name apt and debootstrap give the package, from every Packages
-    index in `lists` (apt's or debootstrap's, uncompressed)."""
+    """sha256 -> the file name apt gives the package, from every Packages index in `lists`
+    (apt's, uncompressed)."""
     found: dict[str, str] = {}
     if not lists.is_dir():
         return found
@@ -68,7 +68,7 @@ def index_of(lists: Path) -> dict[str, str]:
 
 def deb_name(package: str, version: str, arch: str) -> str:
     """apt's name for a downloaded package (pkgAcqArchive: name_version_arch.deb with
-    ':' quoted as %3a); debootstrap's apt_dest uses the same."""
+    ':' quoted as %3a)."""
     return f"{package}_{version}_{arch}.deb".replace(":", "%3a")
 
 
@@ -118,8 +118,8 @@ class PackageCache:
 
     def link_into(self, target: Path, wanted: dict[str, str] | None) -> int:
         """Hard-link the entries into `target` under apt's names: those whose sha256 is in
-        `wanted` (an index), or every entry when no index is known yet (debootstrap,
-        which checks each file's hash and fetches what does not match)."""
+        `wanted` (an index), or every entry when no index is known yet (the bootstrap,
+        whose apt checks each file's hash and fetches what does not match)."""
         target.mkdir(parents=True, exist_ok=True)
         count = 0
         for digest, source in sorted(self.entries().items()):
@@ -221,19 +221,19 @@ def apt_archives(config: BuildConfig, runner: Runner, root: Path,
         lease.harvest()
 
 
-def seed_debootstrap(config: BuildConfig, target: Path,
-                     progress: Callable[[str], None]) -> int:
-    """Fill a debootstrap target's archives with every cached package (debootstrap
+def seed_bootstrap(config: BuildConfig, target: Path,
+                   progress: Callable[[str], None]) -> int:
+    """Fill a bootstrap target's archives with every cached package (mmdebstrap's apt
     validates each against its index and downloads the rest)."""
     cache = PackageCache(cache_dir(config), progress)
     count = cache.link_into(target / ARCHIVES, None)
-    progress(f"package cache: {count} packages offered to debootstrap")
+    progress(f"package cache: {count} packages offered to the bootstrap")
     return count
 
 
-def harvest_debootstrap(config: BuildConfig, target: Path,
-                        progress: Callable[[str], None]) -> int:
-    """Keep what debootstrap downloaded, then drop every .deb from the target."""
+def harvest_bootstrap(config: BuildConfig, target: Path,
+                      progress: Callable[[str], None]) -> int:
+    """Keep what the bootstrap downloaded, then drop every .deb from the target."""
     cache = PackageCache(cache_dir(config), progress)
     added = cache.commit_from(target / ARCHIVES, index_of(target / LISTS))
     progress(f"package cache: {added} new packages kept")

@@ -12,7 +12,7 @@ from builder.mounts import is_root
 
 # Which Debian package provides each host tool, for the error message.
 TOOL_PACKAGES = {
-    "debootstrap": "debootstrap", "mksquashfs": "squashfs-tools", "xorriso": "xorriso",
+    "mmdebstrap": "mmdebstrap", "mksquashfs": "squashfs-tools", "xorriso": "xorriso",
     "grub-mkimage": "grub-common", "sfdisk": "fdisk", "mcopy": "mtools", "mformat": "mtools",
     "mkfs.vfat": "dosfstools", "mkfs.ext4": "e2fsprogs", "qemu-system-x86_64": "qemu-system-x86",
     "apt-ftparchive": "apt-utils", "gpgv": "gpgv", "gpg": "gpg", "dpkg-deb": "dpkg",

@@ -40,6 +40,7 @@ class DebianSource:
     components: tuple[str, ...]
     variant: str = "minbase"
     arch: str = "amd64"
+    path_exclude: tuple[str, ...] = ()  # dpkg --path-exclude globs, kept in the image
 
 
 @dataclass(frozen=True)
@@ -178,10 +179,13 @@ SETTINGS: tuple[Setting, ...] = (
             "security archive URL (empty: none)", "", _url(("http", "https"), optional=True)),
     Setting("debian.components", "list", "debian.components", "archive components",
             validate=_non_empty(_matches(r"[a-z][a-z-]*", "a component name"))),
-    Setting("debian.variant", "str", "debian.variant", "debootstrap variant", "minbase",
+    Setting("debian.variant", "str", "debian.variant", "mmdebstrap variant", "minbase",
             _one_of(("minbase", "buildd"))),
     Setting("debian.arch", "str", "debian.arch", "architecture (the boot media are x86-64)",
             "amd64", _one_of(("amd64",))),
+    Setting("debian.path_exclude", "list", "debian.path_exclude",
+            "files dpkg leaves out of the image and its later installs (dpkg path-exclude "
+            "globs)", (), _matches(r"/[^\s]*", "an absolute glob (dpkg path-exclude)")),
     Setting("packages.install", "list", "packages", "packages installed into the image",
             validate=_non_empty(_matches(PACKAGE, "a Debian package name"))),
     Setting("packages.preseed", "list", "preseed",

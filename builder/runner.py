@@ -111,7 +111,7 @@ class SubprocessRunner:
             env=env,
             cwd=cwd,
             # Its own process group, so an interrupt can stop everything it
-            # started (apt's dpkg, debootstrap's children), not just the leader.
+            # started (apt's dpkg, mmdebstrap's children), not just the leader.
             start_new_session=True,
         )
 

@@ -27,6 +27,7 @@ from builder.errors import BuildError
 from builder.packagecache import apt_archives
 from builder.preflight import check_debian_mirror
 from builder.stage import Stage, StageContext
+from stages.fast_install import deferred_initramfs
 from stages.shared import ARCHIVE_EPOCH_FILE
 
 SOURCES_FILE = "etc/apt/sources.list.d/debian.sources"
@@ -143,7 +144,7 @@ def remove_build_secrets(root: Path) -> None:
 class PackagesStage(Stage):
     name = "packages"
     code = ("builder.chroot", "apt_repo.sources", "apt_repo.archive_state",
-            "builder.packagecache", "apt_repo.lock")
+            "builder.packagecache", "apt_repo.lock", "stages.fast_install")
     version = 1
     tools = ("chroot", "mount", "umount", "cp")
     description = "install the profile's packages in a chroot"
@@ -228,7 +229,8 @@ class PackagesStage(Stage):
                 chroot.run(["debconf-set-selections"],
                            input=("\n".join(profile.preseed) + "\n").encode())
             # Downloads go through the shared package cache (TMP_DIR/packages).
-            with apt_archives(ctx.config, ctx.runner, root, ctx.progress):
+            with apt_archives(ctx.config, ctx.runner, root, ctx.progress), \
+                    deferred_initramfs(chroot, ctx.progress):
                 # The bootstrap came from the suite alone: bring it up to -updates and
                 # -security.
                 ctx.progress("upgrading the bootstrap to the archive's current packages")

@@ -13,7 +13,7 @@ from builder.packagecache import (
     LISTS,
     PackageCache,
     deb_name,
-    harvest_debootstrap,
+    harvest_bootstrap,
     index_of,
     lend,
 )
@@ -97,7 +97,7 @@ def test_a_lease_links_what_the_index_names_and_keeps_new_downloads(tmp_path: Pa
     assert sorted(cache.entries()) == sorted([sha(old), sha(new), sha(stale)])
 
 
-def test_debootstrap_harvest_leaves_no_deb_in_the_target(tmp_path: Path) -> None:
+def test_bootstrap_harvest_leaves_no_deb_in_the_target(tmp_path: Path) -> None:
     from builder.config import BuildConfig
 
     data = b"base-files"
@@ -107,7 +107,7 @@ def test_debootstrap_harvest_leaves_no_deb_in_the_target(tmp_path: Path) -> None
     (root / ARCHIVES / "base-files_13_amd64.deb").write_bytes(data)
     config = BuildConfig.__new__(BuildConfig)
     object.__setattr__(config, "tmp_dir", tmp_path / "tmp")
-    assert harvest_debootstrap(config, root, lambda _m: None) == 1
+    assert harvest_bootstrap(config, root, lambda _m: None) == 1
     assert not list((root / ARCHIVES).glob("*.deb"))
     assert [p.name for p in (tmp_path / "tmp/packages").iterdir()] == [sha(data)]
 

@@ -35,9 +35,12 @@ def test_bootstrap_argv(config: BuildConfig, tmp_path: Path) -> None:
     with ExitStack() as stack:
         BootstrapStage().run(context(config, tmp_path / "out", runner, stack))
     assert runner.argvs == [(
-        "debootstrap", "--variant=minbase", "--arch=amd64",
-        "--components=main,contrib,non-free,non-free-firmware",
-        "--keyring=/usr/share/keyrings/debian-archive-keyring.gpg", "--force-check-gpg",
+        "mmdebstrap", "--mode=root", "--format=directory", "--variant=minbase",
+        "--arch=amd64", "--components=main,contrib,non-free,non-free-firmware",
+        "--keyring=/usr/share/keyrings/debian-archive-keyring.gpg",
+        "--skip=check/empty,cleanup/apt/cache,cleanup/apt/lists",
+        "--dpkgopt=path-exclude=/usr/share/locale/*", "--dpkgopt=path-exclude=/usr/share/man/*",
+        "--dpkgopt=path-exclude=/usr/share/info/*",
         "trixie", str(tmp_path / "out/rootfs"), "http://deb.debian.org/debian")]
 
 
@@ -83,25 +86,28 @@ def test_packages_sequence_mounts_installs_and_unmounts(config: BuildConfig,
     assert programs == [
         "cp", "mount", "mount", "mount", "mount", "mount",
         "chroot apt-get", "chroot debconf-set-selections",
-        "mount", "chroot apt-get", "chroot apt-get", "umount",  # the package cache's lease
+        "mount",  # the package cache's lease
+        # update-initramfs diverted while installing (no initramfs-tools here: no regeneration)
+        "chroot dpkg-divert", "chroot apt-get", "chroot apt-get", "chroot dpkg-divert",
+        "umount",
         "chroot useradd", "chroot passwd", "chroot dpkg-query", "chroot apt-get",
         "umount", "umount", "umount", "umount", "umount"]
     # downloads go through the shared package cache, bound over apt's archives
     assert runner.argvs[8][:2] == ("mount", "--bind")
     assert runner.argvs[8][-1] == root + "/var/cache/apt/archives"
-    assert runner.argvs[11] == ("umount", root + "/var/cache/apt/archives")
+    assert runner.argvs[13] == ("umount", root + "/var/cache/apt/archives")
     assert runner.argvs[8][2].startswith(str(config.tmp_dir / "packages" / f".tmp-{os.getpid()}-"))
     # base packages from the bootstrap get the archive's updates and security fixes
-    assert runner.argvs[9][2:5] == ("apt-get", "dist-upgrade", "--yes")
-    install = runner.argvs[10]
+    assert runner.argvs[10][2:5] == ("apt-get", "dist-upgrade", "--yes")
+    install = runner.argvs[11]
     assert install[2:6] == ("apt-get", "install", "--yes", "--no-install-recommends")
     assert "live-boot" in install and "network-manager" in install
-    assert runner.argvs[12][-3:] == ("--groups", "sudo,kvm", "golem")
-    assert runner.argvs[13][-2:] == ("--lock", "golem")
+    assert runner.argvs[14][-3:] == ("--groups", "sudo,kvm", "golem")
+    assert runner.argvs[15][-2:] == ("--lock", "golem")
     # unmounted in reverse order of mounting
     mounted = [a[-1] for a in runner.argvs
                if a[0] == "mount" and not a[-1].endswith("apt/archives")]
-    unmounted = [a[-1] for a in runner.argvs[12:] if a[0] == "umount"]
+    unmounted = [a[-1] for a in runner.argvs[14:] if a[0] == "umount"]
     assert unmounted == list(reversed(mounted))
     assert mounted[0] == root + "/proc"
     env = runner.calls[9].env or {}
