@@ -44,6 +44,7 @@ from builder.errors import BuildError
 from builder.mounts import mounts_under
 from builder.packagecache import apt_archives
 from builder.stage import Stage, StageContext
+from stages.fast_install import allow_unsafe_io
 
 DEB_DIR = "debs"  # the packages stage installs every .deb of a dependency's debs/
 MODULES_DIR = "modules"  # the built .ko files, as dkms left them
@@ -320,7 +321,7 @@ class ModulesStage(Stage):
     version = 1
     spec: ModuleSpec = MODULES["nvidia-open"]
     depends: tuple[str, ...] = ("bootstrap",)
-    code = ("builder.chroot", "apt_repo.archive_state")
+    code = ("builder.chroot", "apt_repo.archive_state", "stages.fast_install")
     tools = ("chroot", "mount", "umount", "cp", "dpkg-deb")
     description = "compile an out-of-tree kernel module once for the image's kernel"
     # Nothing from the profile: the resolved versions are the whole key.
@@ -361,6 +362,7 @@ class ModulesStage(Stage):
         (root / IN_CHROOT_SOURCES).write_text(sources)
         if ctx.config.packages_lock:  # a pinned build: its mirror may be a snapshot
             (root / SNAPSHOT_APT_CONF).write_text(SNAPSHOT_APT_SETTINGS)
+        allow_unsafe_io(root)  # a throw-away compile environment: no fsync per file
         (root / "usr/sbin/policy-rc.d").write_text(POLICY_RC_D)
         (root / "usr/sbin/policy-rc.d").chmod(0o755)
         (root / "etc/resolv.conf").unlink(missing_ok=True)
