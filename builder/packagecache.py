@@ -13,7 +13,7 @@ apt verified against the signed InRelease): a partial or corrupt file never ente
 A build borrows the cache through a `Lease`: a staging directory of hard links to the
 entries the chroot's index names, bind-mounted over the chroot's /var/cache/apt/archives
 (the bootstrap: filled into the target's own archives before mmdebstrap runs). apt checks
-every file's hash itself and fetch what is missing or wrong; afterwards the
+every file's hash itself and fetches what is missing or wrong; afterwards the
 new files are verified and committed. Nothing of the cache ends up in a stage's output,
 and no key depends on it: a warm cache only saves the downloads.
 
@@ -233,10 +233,12 @@ def seed_bootstrap(config: BuildConfig, target: Path,
 
 def harvest_bootstrap(config: BuildConfig, target: Path,
                       progress: Callable[[str], None]) -> int:
-    """Keep what the bootstrap downloaded, then drop every .deb from the target."""
+    """Keep what the bootstrap downloaded, then drop every .deb (and apt's lock) from the
+    target."""
     cache = PackageCache(cache_dir(config), progress)
     added = cache.commit_from(target / ARCHIVES, index_of(target / LISTS))
     progress(f"package cache: {added} new packages kept")
     for deb in (target / ARCHIVES).glob("*.deb"):
         deb.unlink()
+    (target / ARCHIVES / "lock").unlink(missing_ok=True)  # mmdebstrap's apt leaves it
     return added

@@ -71,4 +71,3 @@ class BootstrapStage(Stage):
             debian.suite, str(root), debian.mirror,
         ])
         harvest_bootstrap(ctx.config, root, ctx.progress)
-        (root / "var/cache/apt/archives/lock").unlink(missing_ok=True)

@@ -27,7 +27,8 @@ DEFERRED_STUB = ("#!/bin/sh\n"
 
 
 def allow_unsafe_io(root: Path) -> Path:
-    """dpkg's configuration inside `root` for --force-unsafe-io; the caller removes it."""
+    """dpkg's configuration inside `root` for --force-unsafe-io; a root that is kept must
+    have it removed again."""
     conf = root / UNSAFE_IO_CONF
     conf.parent.mkdir(parents=True, exist_ok=True)
     conf.write_text("# golem-live build: no fsync per unpacked file in a throwaway chroot\n"
@@ -57,6 +58,7 @@ def deferred_initramfs(chroot: Chroot, progress: Callable[[str], None]) -> Itera
     stub.unlink()
     chroot.run([*divert, "--remove", UPDATE_INITRAMFS])
     conf.unlink()
-    if stub.exists() and kernels(root):
-        progress(f"generating the initramfs once for {', '.join(kernels(root))}")
+    releases = kernels(root)
+    if stub.exists() and releases:
+        progress(f"generating the initramfs once for {', '.join(releases)}")
         chroot.run(["update-initramfs", "-c", "-k", "all"])

@@ -105,10 +105,12 @@ def test_bootstrap_harvest_leaves_no_deb_in_the_target(tmp_path: Path) -> None:
     write_index(root, {("base-files", "13", "amd64"): data})
     (root / ARCHIVES).mkdir(parents=True)
     (root / ARCHIVES / "base-files_13_amd64.deb").write_bytes(data)
+    (root / ARCHIVES / "lock").write_bytes(b"")  # apt's, left by mmdebstrap
     config = BuildConfig.__new__(BuildConfig)
     object.__setattr__(config, "tmp_dir", tmp_path / "tmp")
     assert harvest_bootstrap(config, root, lambda _m: None) == 1
     assert not list((root / ARCHIVES).glob("*.deb"))
+    assert not (root / ARCHIVES / "lock").exists()
     assert [p.name for p in (tmp_path / "tmp/packages").iterdir()] == [sha(data)]
 
 
